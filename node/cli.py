@@ -1,0 +1,310 @@
+"""The one entry point: `deid-node COMMAND`. Every command has --help, exits non-zero with a
+clear message on error, and prints no PHI except `lookup` and `export-mappings`, whose purpose
+is authorised re-identification.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TextIO, TypeVar
+
+import click
+from alembic.util.exc import CommandError as AlembicError
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
+
+from node.config import ConfigError, load_settings
+from node.factory import Node
+from node.logging import configure_logging
+from node.persist.db import check as check_schema
+from node.persist.exports import KINDS, export
+from node.persist.imports import ImportRejected, ImportResult, import_patient_map, read_patient_map
+from node.persist.mappings import MappingError, MappingStore
+from node.persist.models import JobState
+
+T = TypeVar("T")
+
+
+class NodeContext:
+    def __init__(self, config: Path | None) -> None:
+        self.config = config
+
+    def node(self) -> Node:
+        try:
+            settings = load_settings(self.config)
+        except ConfigError as exc:
+            raise click.ClickException(str(exc)) from exc
+        configure_logging(settings.logging.level, settings.logging.format, process="cli")
+        return Node(settings)
+
+    def mappings(self) -> MappingStore:
+        """The mapping store, once the secret is known to be the one that wrote the database."""
+        store = self.node().mappings
+        _guard(store.verify_secret)
+        return store
+
+
+pass_ctx = click.make_pass_decorator(NodeContext)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--config", "-c", type=click.Path(path_type=Path), envvar="DEID_CONFIG",
+              help="Settings file (default: config/node.yaml; env DEID_CONFIG).")
+@click.pass_context
+def cli(ctx: click.Context, config: Path | None) -> None:
+    """deid-node: receive DICOM, de-identify it, forward it clean."""
+    ctx.obj = NodeContext(config)
+
+
+@cli.command()
+@click.option("--workers", type=int, default=None, help="De-identification worker processes (default: config).")
+@click.option("--no-workers", is_flag=True, help="Run only the SCP; workers run elsewhere (`deid-node worker`).")
+@pass_ctx
+def serve(obj: NodeContext, workers: int | None, no_workers: bool) -> None:
+    """Run the node: the SCP, the de-identification workers and the forwarder."""
+    from node.supervisor import run
+
+    node = _started(obj)
+    count = 0 if no_workers else (workers if workers is not None else node.settings.workers.count)
+    _guard(lambda: run(node, with_scp=True, deid_workers=count))
+
+
+@cli.command()
+@click.option("--workers", type=int, default=None, help="De-identification worker processes (default: config).")
+@pass_ctx
+def worker(obj: NodeContext, workers: int | None) -> None:
+    """Run only de-identification workers and the forwarder (no SCP)."""
+    from node.supervisor import run
+
+    node = _started(obj)
+    _guard(lambda: run(node, with_scp=False, deid_workers=workers or node.settings.workers.count))
+
+
+def _started(obj: NodeContext) -> Node:
+    """A node whose database is at head and whose secret matches it: a node with another secret
+    would give known patients new pseudonyms, so it must not start."""
+    node = obj.node()
+    _guard(node.upgrade_database)
+    _guard(node.mappings.verify_secret)
+    return node
+
+
+@cli.command()
+@pass_ctx
+def status(obj: NodeContext) -> None:
+    """Jobs per state, the oldest waiting job, and forward failures per destination."""
+    node = obj.node()
+    report = _guard(node.jobs.status)
+    for state, count in report.by_state.items():
+        click.echo(f"{state:<12} {count}")
+    click.echo(f"oldest waiting: {report.oldest_waiting.isoformat() if report.oldest_waiting else '-'}")
+    for destination, count in report.failing_by_destination.items():
+        click.echo(f"failing to {destination}: {count}")
+
+
+@cli.command()
+@click.argument("job_ids", nargs=-1, type=int)
+@click.option("--all", "everything", is_flag=True, help="Every failed and quarantined job.")
+@pass_ctx
+def retry(obj: NodeContext, job_ids: tuple[int, ...], everything: bool) -> None:
+    """Send failed jobs again now, and re-process quarantined ones."""
+    if not job_ids and not everything:
+        raise click.UsageError("name job ids, or --all")
+    node = obj.node()
+    failed = _guard(lambda: node.jobs.requeue(job_ids or None, from_states=[JobState.FAILED],
+                                              to_state=JobState.CLEAN))
+    released = _release(node, job_ids or None)
+    click.echo(f"requeued {failed} failed, released {released} quarantined")
+
+
+def _release(node: Node, job_ids: tuple[int, ...] | None) -> int:
+    jobs = node.jobs.jobs_in([JobState.QUARANTINED])
+    chosen = [j for j in jobs if job_ids is None or j.id in job_ids]
+    for job in chosen:
+        if node.spool.path("quarantine", job.spool_file).exists():
+            node.spool.move("quarantine", "incoming", job.spool_file)
+    return node.jobs.requeue([j.id for j in chosen], from_states=[JobState.QUARANTINED],
+                             to_state=JobState.RECEIVED) if chosen else 0
+
+
+@cli.group()
+def quarantine() -> None:
+    """Instances set aside with a reason; never forwarded until released."""
+
+
+@quarantine.command("list")
+@pass_ctx
+def quarantine_list(obj: NodeContext) -> None:
+    """One line per quarantined job: id, received, reason."""
+    for job in _guard(lambda: obj.node().jobs.jobs_in([JobState.QUARANTINED])):
+        click.echo(f"{job.id}\t{job.received_at:%Y-%m-%dT%H:%M:%S}\t{job.last_error}")
+
+
+@quarantine.command("show")
+@click.argument("job_id", type=int)
+@pass_ctx
+def quarantine_show(obj: NodeContext, job_id: int) -> None:
+    """Everything the node knows about one job (no PHI)."""
+    job = _guard(lambda: obj.node().jobs.get(job_id))
+    if job is None:
+        raise click.ClickException(f"no job {job_id}")
+    for field in ("id", "state", "calling_ae", "sop_class_uid", "sop_instance_hash", "size_bytes", "attempts",
+                  "forward_attempts", "patient_pseudonym", "last_error", "received_at", "updated_at"):
+        click.echo(f"{field}: {getattr(job, field)}")
+
+
+@quarantine.command("release")
+@click.argument("job_ids", nargs=-1, type=int, required=True)
+@pass_ctx
+def quarantine_release(obj: NodeContext, job_ids: tuple[int, ...]) -> None:
+    """Put quarantined jobs back through de-identification."""
+    click.echo(f"released {_release(obj.node(), job_ids)}")
+
+
+@quarantine.command("purge")
+@click.argument("job_ids", nargs=-1, type=int, required=True)
+@click.option("--yes", is_flag=True, help="Confirm: the quarantined originals are deleted for good.")
+@pass_ctx
+def quarantine_purge(obj: NodeContext, job_ids: tuple[int, ...], yes: bool) -> None:
+    """Delete quarantined instances for good."""
+    if not yes:
+        raise click.UsageError("purge deletes instances for good; add --yes")
+    node = obj.node()
+    purged = 0
+    for job in node.jobs.jobs_in([JobState.QUARANTINED]):
+        if job.id in job_ids:
+            node.spool.remove("quarantine", job.spool_file)
+            node.jobs.delete(job.id)
+            purged += 1
+    click.echo(f"purged {purged}")
+
+
+@cli.command("export-mappings")
+@click.option("--kind", type=click.Choice(KINDS), default="patients", show_default=True,
+              help="patients and uids: `id_old,id_new`; offsets: `id_old,id_new,offset_days`.")
+@click.option("--patient", metavar="PSEUDONYM", help="Only this patient (and, for uids, the patient's UIDs).")
+@click.option("--study", metavar="UID", help="Only this study (original or new StudyInstanceUID).")
+@click.option("--output", "-o", type=click.Path(dir_okay=False, allow_dash=True, path_type=str), default="-",
+              help="File to write, created owner-only (default: stdout).")
+@pass_ctx
+def export_mappings(obj: NodeContext, kind: str, patient: str | None, study: str | None, output: str) -> None:
+    """Write a mapping as CSV, for the archive of the research project or for a scorer.
+
+    The output re-identifies patients: keep it where the database is kept.
+    """
+    store = obj.mappings()
+    scope = _guard(lambda: store.scope(patient=patient, study=study))
+    with _private_output(output) as out:
+        count = _guard(lambda: export(store, kind, scope, out))
+    _guard(lambda: store.note_access("mappings_exported", f"kind={kind} rows={count}"))
+
+
+@contextmanager
+def _private_output(output: str) -> Iterator[TextIO]:
+    """stdout for "-", else a file only its owner can read: it holds originals."""
+    if output == "-":
+        yield click.get_text_stream("stdout")
+        return
+    try:
+        fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    except OSError as exc:
+        raise click.ClickException(f"cannot write {output}: {exc.strerror}") from exc
+    with os.fdopen(fd, "w", newline="", encoding="utf-8") as out:
+        yield out
+
+
+@cli.command("import-patient-map")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, allow_dash=True, path_type=str))
+@pass_ctx
+def import_map(obj: NodeContext, file: str) -> None:
+    """Import a patient map: CSV `id_old,id_new` with an optional `offset_days` column.
+
+    Every row is checked first (shape, duplicates in the file, conflicts with the stored map);
+    one bad row and nothing is imported. Missing offsets are derived as for any patient.
+    """
+    store = obj.mappings()
+    result = _guard(lambda: _import(store, file))
+    click.echo(f"imported {result.imported} patients ({result.already_present} already present)")
+
+
+def _import(store: MappingStore, file: str) -> ImportResult:
+    """Print every problem of a rejected file, each with its line, before failing."""
+    try:
+        with click.open_file(file, "r", encoding="utf-8-sig", errors="strict") as stream:
+            return import_patient_map(store, read_patient_map(stream))
+    except ImportRejected as rejected:
+        for problem in rejected.problems:
+            click.echo(str(problem), err=True)
+        raise
+
+
+@cli.command()
+@click.argument("value")
+@pass_ctx
+def lookup(obj: NodeContext, value: str) -> None:
+    """Authorised re-identification: VALUE as an original or as a pseudonym / new UID.
+
+    Prints CSV `kind,id_old,id_new,offset_days` for every patient and UID mapping that matches.
+    """
+    store = obj.mappings()
+    found = _guard(lambda: store.lookup(value))
+    _guard(lambda: store.note_access("mapping_lookup", f"matches={len(found)}"))
+    if not found:
+        raise click.ClickException("no patient or UID mapping has that value")
+    writer = csv.writer(click.get_text_stream("stdout"), lineterminator="\n")
+    writer.writerow(["kind", "id_old", "id_new", "offset_days"])
+    writer.writerows((f.kind, f.original, f.new, "" if f.offset_days is None else f.offset_days) for f in found)
+
+
+db = click.Group("db", help="The mapping and job database.")
+cli.add_command(db)
+
+
+@db.command("upgrade")
+@pass_ctx
+def db_upgrade(obj: NodeContext) -> None:
+    """Apply the Alembic migrations (also done by `serve` at start)."""
+    node = obj.node()
+    _guard(node.upgrade_database)
+    click.echo("database at head")
+
+
+@db.command("check")
+@pass_ctx
+def db_check(obj: NodeContext) -> None:
+    """Exit non-zero unless the database is at head and the models match the migrations."""
+    node = obj.node()
+    _guard(lambda: check_schema(node.settings.database_url))
+    click.echo("database at head; models match the migrations")
+
+
+def _guard(action: Callable[[], T]) -> T:
+    """Turn operational errors into one clear line and exit code 1."""
+    try:
+        return action()
+    except MappingError as exc:
+        raise click.ClickException(str(exc)) from exc
+    except OperationalError as exc:
+        raise click.ClickException(f"cannot use the database: {_first_line(exc)}") from exc
+    except AlembicError as exc:
+        raise click.ClickException(f"database schema: {_first_line(exc)}") from exc
+    except (SQLAlchemyError, ConfigError, OSError) as exc:
+        raise click.ClickException(f"{type(exc).__name__}: {_first_line(exc)}") from exc
+
+
+def _first_line(exc: Exception) -> str:
+    """Only the first line: SQLAlchemy puts the statement's parameters on the following ones."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def main() -> None:
+    cli(prog_name="deid-node")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

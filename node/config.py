@@ -1,0 +1,196 @@
+"""Typed settings for the node, read from one YAML file plus a few environment overrides.
+
+Everything is validated at start-up so that a typo in `config/node.yaml` stops the node with a
+message naming the file and the field, instead of surfacing as a failed job hours later.
+Relative paths in the file are resolved against the directory that holds the file.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import secrets as _secrets
+from pathlib import Path
+from typing import Annotated
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config" / "node.yaml"
+
+AETitle = Annotated[str, Field(min_length=1, max_length=16, pattern=r"^[\x20-\x5b\x5d-\x7e]+$")]
+Port = Annotated[int, Field(ge=1, le=65535)]
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message says which file and which field."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class AllowedCaller(_Strict):
+    ae_title: AETitle
+    hosts: tuple[str, ...] = ()  # empty: any source address
+
+
+class ReceiveSettings(_Strict):
+    ae_title: AETitle = "DEID_NODE"
+    bind: str = "127.0.0.1"
+    port: Port = 11112
+    allowed_callers: tuple[AllowedCaller, ...] = ()
+    max_associations: int = Field(default=10, ge=1)
+    max_pdu: int = Field(default=16382, ge=0)
+    max_instance_bytes: int = Field(default=2 * 1024**3, ge=1024)
+    min_free_bytes: int = Field(default=256 * 1024**2, ge=0)
+    network_timeout: float = Field(default=60.0, gt=0)
+
+
+class Destination(_Strict):
+    ae_title: AETitle
+    host: str
+    port: Port
+
+
+class ForwardSettings(_Strict):
+    calling_ae_title: AETitle = "DEID_NODE"
+    destination: Destination
+    max_attempts: int = Field(default=8, ge=1)
+    backoff_initial_seconds: float = Field(default=2.0, ge=0)
+    backoff_max_seconds: float = Field(default=600.0, ge=0)
+    batch_size: int = Field(default=32, ge=1)
+    timeout_seconds: float = Field(default=30.0, gt=0)
+
+
+class WorkerSettings(_Strict):
+    count: int = Field(default=2, ge=1, le=64)
+    lease_seconds: float = Field(default=300.0, gt=0)
+    poll_seconds: float = Field(default=0.2, gt=0)
+    max_attempts: int = Field(default=3, ge=1)
+
+
+class DeidSettings(_Strict):
+    profile: Path
+    uid_root: str = Field(default="2.25", pattern=r"^[0-9]+(\.[0-9]+)*$")
+    pseudonym_pattern: str = "ANON-{digest}"
+    date_offset_min_days: int = -3650
+    date_offset_max_days: int = -365
+    method_description: str = "deid-node"
+
+    @field_validator("date_offset_max_days")
+    @classmethod
+    def _window(cls, value: int, info) -> int:  # type: ignore[no-untyped-def]
+        low = info.data.get("date_offset_min_days")
+        if low is not None and value < low:
+            raise ValueError("date_offset_max_days must not be smaller than date_offset_min_days")
+        return value
+
+
+class PixelSettings(_Strict):
+    policy: Path | None = None  # None: the pixel step is off
+    timeout_seconds: float = Field(default=300.0, gt=0)
+
+
+class LogSettings(_Strict):
+    level: str = "INFO"
+    format: str = Field(default="json", pattern="^(json|console)$")
+
+
+class Settings(_Strict):
+    node_name: str = "deid-node"
+    spool_dir: Path
+    database_url: str
+    secret_file: Path
+    receive: ReceiveSettings = ReceiveSettings()
+    workers: WorkerSettings = WorkerSettings()
+    forward: ForwardSettings
+    deid: DeidSettings
+    pixels: PixelSettings = PixelSettings()
+    logging: LogSettings = LogSettings()
+    source: Path = Path("<defaults>")
+
+    def secret(self) -> bytes:
+        """The node's master secret: DEID_SECRET, else the secret file, created on first use.
+
+        Nodes that share one database must share this secret, or they derive different UIDs.
+        """
+        return load_or_create_secret(self.secret_file)
+
+
+_ENV_OVERRIDES = {
+    "DEID_DATABASE_URL": ("database_url",),
+    "DEID_SPOOL_DIR": ("spool_dir",),
+    "DEID_SECRET_FILE": ("secret_file",),
+    "DEID_PORT": ("receive", "port"),
+}
+
+
+def load_settings(path: Path | str | None = None) -> Settings:
+    """Read, resolve and validate the settings file (DEID_CONFIG, else config/node.yaml)."""
+    config_path = Path(path or os.environ.get("DEID_CONFIG") or DEFAULT_CONFIG).resolve()
+    try:
+        raw = yaml.safe_load(config_path.read_text()) or {}
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{config_path}: file not found") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{config_path}: not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{config_path}: the top level must be a mapping")
+    for variable, keys in _ENV_OVERRIDES.items():
+        if variable in os.environ:
+            target = raw
+            for key in keys[:-1]:
+                target = target.setdefault(key, {})
+            target[keys[-1]] = os.environ[variable]
+    raw["source"] = str(config_path)
+    try:
+        settings = Settings.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+        )
+        raise ConfigError(f"{config_path}: {problems}") from exc
+    return _resolve_paths(settings, config_path.parent)
+
+
+def _resolve_paths(settings: Settings, base: Path) -> Settings:
+    def resolve(p: Path) -> Path:
+        return p if p.is_absolute() else (base / p).resolve()
+
+    url = settings.database_url
+    if url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
+        url = "sqlite:///" + str(resolve(Path(url.removeprefix("sqlite:///"))))
+    pixels = settings.pixels
+    if pixels.policy is not None:
+        pixels = pixels.model_copy(update={"policy": resolve(pixels.policy)})
+    return settings.model_copy(
+        update={
+            "spool_dir": resolve(settings.spool_dir),
+            "secret_file": resolve(settings.secret_file),
+            "database_url": url,
+            "deid": settings.deid.model_copy(update={"profile": resolve(settings.deid.profile)}),
+            "pixels": pixels,
+        }
+    )
+
+
+def load_or_create_secret(path: Path) -> bytes:
+    """Return the secret from DEID_SECRET or `path`; create `path` (mode 0600) if missing."""
+    env = os.environ.get("DEID_SECRET")
+    if env:
+        return env.encode()
+    try:
+        return path.read_bytes().strip()
+    except FileNotFoundError:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        value = base64.urlsafe_b64encode(_secrets.token_bytes(32))
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:  # another process of this node created it first
+            return path.read_bytes().strip()
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(value + b"\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        return value

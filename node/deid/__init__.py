@@ -1,0 +1,1 @@
+"""De-identification: pixels first (while the header still names the patient), then metadata."""

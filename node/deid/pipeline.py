@@ -1,0 +1,77 @@
+"""One instance through de-identification: read, pixels (if the policy says), metadata, write.
+
+Pixels go first because the pixel step looks for the patient's own header values in the image.
+Any failure raises DeidentificationError with a PHI-free reason; the worker quarantines the
+instance (fail closed) rather than forward something half-cleaned.
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+import pydicom
+from pydicom.errors import InvalidDicomError
+
+from node.deid.metadata import MetadataDeidentifier, MetadataReport
+from node.deid.phi import collect_header_phi
+from node.deid.pixels import PixelCleaner, PixelCleaningError, PixelOutcome
+from node.deid.pseudonyms import Mappings
+
+
+class DeidentificationError(Exception):
+    """The instance cannot be de-identified; the message is a PHI-free reason for quarantine."""
+
+
+@dataclass(frozen=True)
+class DeidOutcome:
+    data: bytes  # the clean instance, as a DICOM Part 10 file
+    new_sop_instance_uid: str
+    patient_pseudonym: str
+    metadata: MetadataReport
+    pixels: PixelOutcome | None
+
+
+class Deidentifier:
+    def __init__(self, metadata: MetadataDeidentifier, pixels: PixelCleaner | None) -> None:
+        self.metadata = metadata
+        self.pixels = pixels
+
+    def run_file(self, path: Path, mappings: Mappings) -> DeidOutcome:
+        try:
+            ds = pydicom.dcmread(path)
+        except (InvalidDicomError, EOFError, ValueError, OSError, struct.error) as exc:
+            raise DeidentificationError(f"unreadable DICOM file ({type(exc).__name__})") from exc
+        return self.run(ds, mappings)
+
+    def run(self, ds: pydicom.Dataset, mappings: Mappings) -> DeidOutcome:
+        _require(ds)
+        phi = collect_header_phi(ds)
+        pixel_outcome = None
+        if self.pixels is not None:
+            try:
+                pixel_outcome = self.pixels.clean(ds, phi)
+            except PixelCleaningError as exc:
+                raise DeidentificationError(f"pixel step: {exc}") from exc
+        try:
+            report = self.metadata.apply(ds, mappings, phi)
+        except DeidentificationError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - any rule failure must quarantine, never forward
+            raise DeidentificationError(f"metadata step failed ({type(exc).__name__})") from exc
+        buffer = io.BytesIO()
+        try:
+            ds.save_as(buffer, enforce_file_format=True)
+        except Exception as exc:  # noqa: BLE001
+            raise DeidentificationError(f"cannot encode the clean instance ({type(exc).__name__})") from exc
+        return DeidOutcome(buffer.getvalue(), str(ds.SOPInstanceUID), report.patient.patient_id, report,
+                           pixel_outcome)
+
+
+def _require(ds: pydicom.Dataset) -> None:
+    """Refuse what no research PACS can file: an instance must say what it is and which one."""
+    for keyword in ("SOPClassUID", "SOPInstanceUID"):
+        if not str(ds.get(keyword, "") or "").strip():
+            raise DeidentificationError(f"missing {keyword}")

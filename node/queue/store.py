@@ -1,0 +1,197 @@
+"""Enqueue, claim, and settle jobs. Each method owns one short transaction.
+
+A claim is one UPDATE over rows picked with FOR UPDATE SKIP LOCKED (PostgreSQL; SQLite takes
+its single writer lock for the UPDATE), so a job is claimed exactly once. The claim carries a
+lease; a job whose lease ran out (its worker died) is claimable again.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+
+from sqlalchemy import func, or_, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from node.persist.models import AuditEvent, Job, JobState, utcnow
+from node.processes import pid_alive
+
+_CLAIMABLE_FROM = {
+    JobState.PROCESSING: (JobState.RECEIVED,),
+    JobState.FORWARDING: (JobState.CLEAN, JobState.FAILED),
+}
+
+
+def worker_identity() -> str:
+    return f"{socket.gethostname()[:40]}:{os.getpid()}"
+
+
+@dataclass(frozen=True)
+class ClaimedJob:
+    id: int
+    spool_file: str
+    sop_class_uid: str
+    attempts: int
+    forward_attempts: int
+    new_sop_instance_uid: str | None
+    patient_pseudonym: str | None
+
+
+@dataclass(frozen=True)
+class QueueStatus:
+    by_state: dict[str, int]
+    oldest_waiting: datetime | None
+    failing_by_destination: dict[str, int]
+
+
+class JobStore:
+    def __init__(self, sessions: sessionmaker[Session], node: str) -> None:
+        self._sessions = sessions
+        self.node = node
+
+    def enqueue(self, *, spool_file: str, calling_ae: str, sop_class_uid: str, sop_instance_hash: str,
+                size_bytes: int) -> int:
+        with self._sessions.begin() as session:
+            job = Job(node=self.node, state=JobState.RECEIVED, spool_file=spool_file, calling_ae=calling_ae,
+                      sop_class_uid=sop_class_uid, sop_instance_hash=sop_instance_hash, size_bytes=size_bytes,
+                      attempts=0, forward_attempts=0, next_attempt_at=utcnow())
+            session.add(job)
+            session.flush()
+            session.add(AuditEvent(job_id=job.id, event="received", detail=f"sop={sop_instance_hash[:16]}"))
+            return job.id
+
+    def claim(self, to_state: JobState, owner: str, lease_seconds: float, limit: int = 1) -> list[ClaimedJob]:
+        """Take up to `limit` due jobs (or jobs whose lease expired) into `to_state`."""
+        now = utcnow()
+        sources = _CLAIMABLE_FROM[to_state]
+        due = (
+            select(Job.id)
+            .where(
+                Job.node == self.node,
+                or_(
+                    Job.state.in_(sources) & (Job.next_attempt_at <= now),
+                    (Job.state == to_state) & (Job.lease_until < now),
+                ),
+            )
+            .order_by(Job.next_attempt_at, Job.id)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+            .scalar_subquery()
+        )
+        # One statement: SQLite takes its write lock before reading, PostgreSQL skips rows
+        # another claimer has locked; either way no job is handed out twice.
+        with self._sessions.begin() as session:
+            rows = session.execute(
+                update(Job)
+                .where(Job.id.in_(due))
+                .values(state=to_state, lease_owner=owner, lease_until=now + timedelta(seconds=lease_seconds),
+                        updated_at=now)
+                .returning(Job.id, Job.spool_file, Job.sop_class_uid, Job.attempts, Job.forward_attempts,
+                           Job.new_sop_instance_uid, Job.patient_pseudonym)
+                .execution_options(synchronize_session=False)
+            ).all()
+        return sorted((ClaimedJob(*row) for row in rows), key=lambda j: j.id)
+
+    def release_dead_owners(self) -> int:
+        """Requeue jobs leased by processes of this host that no longer exist (after kill -9)."""
+        host = socket.gethostname()[:40]
+        released = 0
+        with self._sessions.begin() as session:
+            leased = session.execute(
+                select(Job.id, Job.state, Job.lease_owner).where(
+                    Job.node == self.node, Job.state.in_([JobState.PROCESSING, JobState.FORWARDING]),
+                    Job.lease_owner.like(f"{host}:%"))
+            ).all()
+            for job_id, state, owner in leased:
+                pid = int(owner.rsplit(":", 1)[1])
+                if pid_alive(pid):
+                    continue
+                back = JobState.RECEIVED if state == JobState.PROCESSING else JobState.CLEAN
+                session.execute(update(Job).where(Job.id == job_id, Job.lease_owner == owner)
+                                .values(state=back, lease_owner=None, lease_until=None))
+                released += 1
+        return released
+
+    def _settle(self, job_id: int, owner: str | None, event: str, detail: str | None, **values: object) -> bool:
+        """Move a job on, only if `owner` still holds it (a stale worker must not overwrite)."""
+        with self._sessions.begin() as session:
+            condition = [Job.id == job_id]
+            if owner is not None:
+                condition.append(Job.lease_owner == owner)
+            result = session.execute(update(Job).where(*condition).values(updated_at=utcnow(), **values))
+            if result.rowcount:
+                session.add(AuditEvent(job_id=job_id, event=event, detail=detail))
+            return bool(result.rowcount)
+
+    def mark_clean(self, job_id: int, owner: str, *, new_sop_instance_uid: str, patient_pseudonym: str,
+                   detail: str) -> bool:
+        return self._settle(job_id, owner, "deidentified", detail, state=JobState.CLEAN, lease_owner=None,
+                            lease_until=None, next_attempt_at=utcnow(), new_sop_instance_uid=new_sop_instance_uid,
+                            patient_pseudonym=patient_pseudonym, last_error=None)
+
+    def retry_later(self, job_id: int, owner: str, *, state: JobState, error: str, delay_seconds: float,
+                    destination: str | None = None) -> bool:
+        """Count a failed attempt and make the job due again after `delay_seconds`."""
+        forward = destination is not None
+        counter = Job.forward_attempts if forward else Job.attempts
+        extra = {"destination": destination} if forward else {}
+        return self._settle(job_id, owner, "forward_failed" if forward else "deid_failed", error, state=state,
+                            lease_owner=None, lease_until=None, last_error=error,
+                            next_attempt_at=utcnow() + timedelta(seconds=delay_seconds),
+                            **{counter.key: counter + 1}, **extra)
+
+    def mark_forwarded(self, job_id: int, owner: str, destination: str) -> bool:
+        return self._settle(job_id, owner, "forwarded", destination, state=JobState.FORWARDED, lease_owner=None,
+                            lease_until=None, destination=destination, last_error=None,
+                            forward_attempts=Job.forward_attempts + 1)
+
+    def quarantine(self, job_id: int, owner: str | None, reason: str) -> bool:
+        return self._settle(job_id, owner, "quarantined", reason, state=JobState.QUARANTINED, lease_owner=None,
+                            lease_until=None, last_error=reason)
+
+    def requeue(self, job_ids: Sequence[int] | None, *, from_states: Sequence[JobState], to_state: JobState) -> int:
+        """Administrative retry: put jobs back with fresh attempt counters."""
+        with self._sessions.begin() as session:
+            condition = [Job.node == self.node, Job.state.in_(from_states)]
+            if job_ids:
+                condition.append(Job.id.in_(job_ids))
+            ids = list(session.scalars(select(Job.id).where(*condition)))
+            if ids:
+                session.execute(update(Job).where(Job.id.in_(ids)).values(
+                    state=to_state, attempts=0, forward_attempts=0, next_attempt_at=utcnow(), lease_owner=None,
+                    lease_until=None, updated_at=utcnow()))
+                session.add_all(AuditEvent(job_id=i, event="requeued", detail=to_state.value) for i in ids)
+            return len(ids)
+
+    def get(self, job_id: int) -> Job | None:
+        with self._sessions() as session:
+            return session.get(Job, job_id)
+
+    def jobs_in(self, states: Sequence[JobState], limit: int = 1000) -> list[Job]:
+        with self._sessions() as session:
+            return list(session.scalars(select(Job).where(Job.node == self.node, Job.state.in_(states))
+                                        .order_by(Job.id).limit(limit)))
+
+    def delete(self, job_id: int) -> None:
+        with self._sessions.begin() as session:
+            job = session.get(Job, job_id)
+            if job is not None:
+                session.delete(job)
+
+    def status(self) -> QueueStatus:
+        waiting = [JobState.RECEIVED, JobState.PROCESSING, JobState.CLEAN, JobState.FORWARDING, JobState.FAILED]
+        with self._sessions() as session:
+            counts = dict(session.execute(select(Job.state, func.count()).where(Job.node == self.node)
+                                          .group_by(Job.state)).all())
+            oldest = session.scalar(select(func.min(Job.received_at)).where(Job.node == self.node,
+                                                                             Job.state.in_(waiting)))
+            failing = dict(session.execute(
+                select(func.coalesce(Job.destination, "-"), func.count())
+                .where(Job.node == self.node, Job.state == JobState.FAILED).group_by(Job.destination)).all())
+        if oldest is not None and oldest.tzinfo is None:
+            oldest = oldest.replace(tzinfo=timezone.utc)
+        return QueueStatus({s.value: counts.get(s, 0) for s in JobState}, oldest, failing)
+

@@ -1,0 +1,85 @@
+"""The de-identification worker: a separate process that claims received jobs one at a time.
+
+De-identification is CPU-bound (pixel decoding, OCR), so the node runs several of these as
+processes, not threads. A worker killed mid-job leaves its lease behind; the job is claimed
+again when the lease runs out or when the supervisor sees the worker's pid is gone.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import structlog
+
+from node.deid.pipeline import DeidentificationError, Deidentifier
+from node.persist.mappings import MappingStore, RecordingMappings
+from node.persist.models import JobState
+from node.queue.store import ClaimedJob, JobStore, worker_identity
+from node.receive.spool import Spool
+
+log = structlog.get_logger(__name__)
+
+
+class DeidWorker:
+    def __init__(self, jobs: JobStore, spool: Spool, deidentifier: Deidentifier, mappings: MappingStore, *,
+                 lease_seconds: float, poll_seconds: float, max_attempts: int) -> None:
+        self.jobs = jobs
+        self.spool = spool
+        self.deidentifier = deidentifier
+        self.mappings = mappings
+        self.lease_seconds = lease_seconds
+        self.poll_seconds = poll_seconds
+        self.max_attempts = max_attempts
+        self.owner = worker_identity()
+
+    def run(self, stop: threading.Event) -> None:
+        log.info("worker_started", owner=self.owner)
+        while not stop.is_set():
+            if not self.run_once():
+                stop.wait(self.poll_seconds)
+        log.info("worker_stopped", owner=self.owner)
+
+    def run_once(self) -> bool:
+        """Process one job if one is due; False when the queue had nothing."""
+        claimed = self.jobs.claim(JobState.PROCESSING, self.owner, self.lease_seconds)
+        if not claimed:
+            return False
+        self.process(claimed[0])
+        return True
+
+    def process(self, job: ClaimedJob) -> None:
+        started = time.perf_counter()
+        mappings = RecordingMappings(self.mappings)
+        try:
+            outcome = self.deidentifier.run_file(self.spool.path("incoming", job.spool_file), mappings)
+        except DeidentificationError as exc:
+            self._quarantine(job, str(exc))
+            return
+        except Exception as exc:  # noqa: BLE001 - e.g. database unavailable: transient, retry
+            self._retry(job, f"{type(exc).__name__} during de-identification")
+            return
+        try:
+            mappings.commit()
+            self.spool.write("clean", job.spool_file, outcome.data)
+        except Exception as exc:  # noqa: BLE001
+            self._retry(job, f"{type(exc).__name__} while storing the clean instance")
+            return
+        pixels = outcome.pixels.reason if outcome.pixels else "off"
+        self.jobs.mark_clean(job.id, self.owner, new_sop_instance_uid=outcome.new_sop_instance_uid,
+                             patient_pseudonym=outcome.patient_pseudonym, detail=f"pixels={pixels}")
+        log.info("deidentified", job=job.id, patient=outcome.patient_pseudonym, pixels=pixels,
+                 seconds=round(time.perf_counter() - started, 4))
+
+    def _quarantine(self, job: ClaimedJob, reason: str) -> None:
+        if self.jobs.quarantine(job.id, self.owner, reason):
+            self.spool.quarantine(job.spool_file)
+            log.warning("quarantined", job=job.id, reason=reason)
+
+    def _retry(self, job: ClaimedJob, reason: str) -> None:
+        if job.attempts + 1 >= self.max_attempts:
+            self._quarantine(job, f"{reason}; gave up after {job.attempts + 1} attempts")
+            return
+        delay = min(60.0, 2.0 ** job.attempts)
+        self.jobs.retry_later(job.id, self.owner, state=JobState.RECEIVED, error=reason, delay_seconds=delay)
+        log.warning("deid_retry", job=job.id, reason=reason, delay=delay)

@@ -1,0 +1,87 @@
+"""One handler per DIMSE event. C-STORE answers success only after the instance is durable.
+
+Statuses come from PS3.4 Annex B (pynetdicom.status.STORAGE_SERVICE_CLASS_STATUS), each with
+an ErrorComment that tells the sender's administrator what went wrong, without PHI.
+"""
+
+from __future__ import annotations
+
+import structlog
+from pydicom.dataset import Dataset
+from pynetdicom import evt
+from pynetdicom.events import Event
+from pynetdicom.status import STORAGE_SERVICE_CLASS_STATUS, code_to_category
+
+from node.deid.pseudonyms import KeyedDerivation
+from node.queue.store import JobStore
+from node.receive.spool import Spool, SpoolFull
+
+log = structlog.get_logger(__name__)
+
+SUCCESS = 0x0000
+OUT_OF_RESOURCES = 0xA700  # Refused: Out of Resources
+CANNOT_UNDERSTAND = 0xC000  # Error: Cannot Understand
+assert code_to_category(OUT_OF_RESOURCES) == "Failure" and OUT_OF_RESOURCES in STORAGE_SERVICE_CLASS_STATUS
+
+
+def status(code: int, comment: str = "") -> Dataset:
+    ds = Dataset()
+    ds.Status = code
+    if comment:
+        ds.ErrorComment = comment[:64]  # LO
+    return ds
+
+
+class StoreHandler:
+    """EVT_C_STORE: spool (fsync + rename), record the job, and only then say success."""
+
+    def __init__(self, spool: Spool, jobs: JobStore, derivation: KeyedDerivation, max_instance_bytes: int) -> None:
+        self.spool = spool
+        self.jobs = jobs
+        self.derivation = derivation
+        self.max_instance_bytes = max_instance_bytes
+
+    def __call__(self, event: Event) -> Dataset:
+        request = event.request
+        size = len(request.DataSet.getbuffer())
+        if size > self.max_instance_bytes:
+            log.warning("store_refused", reason="too large", bytes=size)
+            return status(OUT_OF_RESOURCES, "instance larger than this node accepts")
+        sop_class = str(request.AffectedSOPClassUID or "")
+        sop_instance = str(request.AffectedSOPInstanceUID or "")
+        if not sop_class or not sop_instance:
+            return status(CANNOT_UNDERSTAND, "request lacks Affected SOP Class/Instance UID")
+        try:
+            data = event.encoded_dataset(include_meta=True)
+        except Exception as exc:  # noqa: BLE001 - malformed dataset or context
+            log.warning("store_refused", reason="cannot encode file", error=type(exc).__name__)
+            return status(CANNOT_UNDERSTAND, "cannot read the received dataset")
+        name = self.spool.new_name()
+        try:
+            self.spool.write("incoming", name, data)
+        except SpoolFull:
+            log.error("store_refused", reason="spool full", bytes=size)
+            return status(OUT_OF_RESOURCES, "node spool is full")
+        except OSError as exc:
+            log.error("store_refused", reason="spool write failed", error=type(exc).__name__)
+            return status(OUT_OF_RESOURCES, "node cannot write its spool")
+        instance_hash = self.derivation.lookup_hash("uid", sop_instance)
+        try:
+            job_id = self.jobs.enqueue(spool_file=name, calling_ae=event.assoc.requestor.ae_title,
+                                       sop_class_uid=sop_class, sop_instance_hash=instance_hash, size_bytes=len(data))
+        except Exception as exc:  # noqa: BLE001 - database down or locked: refuse, keep nothing half-done
+            self.spool.remove("incoming", name)
+            log.error("store_refused", reason="database unavailable", error=type(exc).__name__)
+            return status(OUT_OF_RESOURCES, "node database unavailable")
+        log.info("received", job=job_id, sop=instance_hash[:16], bytes=len(data))
+        return status(SUCCESS)
+
+
+def handle_echo(event: Event) -> int:
+    """EVT_C_ECHO: the association was accepted, so the caller is allowed; answer success."""
+    log.info("echo", caller=event.assoc.requestor.ae_title)
+    return SUCCESS
+
+
+def handlers(store: StoreHandler) -> list[tuple]:
+    return [(evt.EVT_C_STORE, store), (evt.EVT_C_ECHO, handle_echo)]

@@ -1,0 +1,57 @@
+"""The Storage SCP: every storage SOP class, every transfer syntax pynetdicom can receive,
+and only the calling AE titles (and, optionally, source addresses) the config allows.
+"""
+
+from __future__ import annotations
+
+from pynetdicom import ALL_TRANSFER_SYNTAXES, AE, AllStoragePresentationContexts, evt
+from pynetdicom.events import Event
+from pynetdicom.sop_class import Verification
+from pynetdicom.transport import ThreadedAssociationServer
+
+from node.config import ReceiveSettings
+from node.receive.handlers import StoreHandler, handlers
+
+import structlog
+
+log = structlog.get_logger(__name__)
+
+
+def build_ae(settings: ReceiveSettings) -> AE:
+    ae = AE(ae_title=settings.ae_title)
+    for context in AllStoragePresentationContexts:
+        ae.add_supported_context(context.abstract_syntax, ALL_TRANSFER_SYNTAXES)
+    ae.add_supported_context(Verification)
+    ae.require_calling_aet = [caller.ae_title for caller in settings.allowed_callers]
+    ae.maximum_associations = settings.max_associations
+    ae.maximum_pdu_size = settings.max_pdu
+    ae.network_timeout = settings.network_timeout
+    return ae
+
+
+def _source_check(settings: ReceiveSettings):  # type: ignore[no-untyped-def]
+    """EVT_REQUESTED: drop associations from an allowed AE title at an address it is not bound to."""
+    bound = {c.ae_title: set(c.hosts) for c in settings.allowed_callers if c.hosts}
+
+    def check(event: Event) -> None:
+        requestor = event.assoc.requestor
+        hosts = bound.get(requestor.ae_title)
+        if hosts is not None and requestor.address not in hosts:
+            log.warning("association_rejected", caller=requestor.ae_title, reason="source address not allowed")
+            # Rejected permanent, by the service user, reason: calling AE title not recognised
+            event.assoc.acse.send_reject(0x01, 0x01, 0x03)
+            event.assoc.is_rejected = True
+            event.assoc.kill()
+
+    return check
+
+
+def start_scp(settings: ReceiveSettings, store: StoreHandler) -> ThreadedAssociationServer:
+    """Start listening in the background; the caller owns shutdown()."""
+    ae = build_ae(settings)
+    event_handlers = handlers(store)
+    if any(c.hosts for c in settings.allowed_callers):
+        event_handlers.append((evt.EVT_REQUESTED, _source_check(settings)))
+    server = ae.start_server((settings.bind, settings.port), block=False, evt_handlers=event_handlers)
+    log.info("scp_listening", ae_title=settings.ae_title, bind=settings.bind, port=settings.port)
+    return server

@@ -1,0 +1,107 @@
+"""Runs the node: the SCP in this process, de-identification workers and the forwarder as
+child processes, restarted if they die. SIGTERM/SIGINT stop everything after the current job.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import threading
+from multiprocessing.process import BaseProcess
+from pathlib import Path
+
+import structlog
+
+from node.config import load_settings
+from node.factory import Node
+from node.logging import configure_logging
+
+log = structlog.get_logger(__name__)
+
+ROLES = ("deid", "forward")
+
+
+def _stop_on_signals() -> threading.Event:
+    stop = threading.Event()
+
+    def handler(signum: int, _frame: object) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+    return stop
+
+
+def child_main(config_path: str, role: str) -> None:
+    """Entry point of a worker process (spawned, so it shares nothing with its parent)."""
+    settings = load_settings(config_path)
+    configure_logging(settings.logging.level, settings.logging.format, process=f"{role}-{os.getpid()}")
+    stop = _stop_on_signals()
+    node = Node(settings)
+    loop = node.deid_worker() if role == "deid" else node.forwarder()
+    loop.run(stop)
+
+
+class Supervisor:
+    """Keeps `count` deid workers and one forwarder alive."""
+
+    def __init__(self, config_path: Path, deid_workers: int) -> None:
+        self.config_path = str(config_path)
+        self.wanted = {"deid": deid_workers, "forward": 1}
+        self.context = multiprocessing.get_context("spawn")
+        self.children: list[tuple[str, BaseProcess]] = []
+
+    def _spawn(self, role: str) -> None:
+        process = self.context.Process(target=child_main, args=(self.config_path, role), name=f"deid-node-{role}")
+        process.start()
+        self.children.append((role, process))
+        log.info("child_started", role=role, pid=process.pid)
+
+    def reconcile(self) -> None:
+        alive = []
+        for role, process in self.children:
+            if process.is_alive():
+                alive.append((role, process))
+            else:
+                log.warning("child_exited", role=role, pid=process.pid, exitcode=process.exitcode)
+        self.children = alive
+        for role, count in self.wanted.items():
+            for _ in range(count - sum(1 for r, _ in self.children if r == role)):
+                self._spawn(role)
+
+    def stop(self, timeout: float = 30.0) -> None:
+        for _, process in self.children:
+            if process.is_alive():
+                process.terminate()  # SIGTERM: finish the current job, then exit
+        for _, process in self.children:
+            process.join(timeout)
+            if process.is_alive():
+                process.kill()
+
+
+def run(node: Node, *, with_scp: bool, deid_workers: int) -> None:
+    """Run until SIGTERM/SIGINT."""
+    node.upgrade_database()
+    node.spool.clear_partials()
+    released = node.jobs.release_dead_owners()
+    if released:
+        log.warning("released_stale_jobs", count=released)
+    node.deidentifier()  # fail fast here on a malformed profile or pixel policy, not in every child
+    stop = _stop_on_signals()
+    server = None
+    if with_scp:
+        from node.receive.scp import start_scp
+
+        server = start_scp(node.settings.receive, node.store_handler())
+    supervisor = Supervisor(node.settings.source, deid_workers)
+    try:
+        while not stop.is_set():
+            supervisor.reconcile()
+            node.jobs.release_dead_owners()
+            stop.wait(1.0)
+    finally:
+        log.info("shutting_down")
+        if server is not None:
+            server.shutdown()
+        supervisor.stop()

@@ -1,0 +1,123 @@
+"""A modality (dcmtk storescu) sends real studies to the node; the research PACS (Orthanc)
+receives every one of them de-identified, and the node keeps nothing behind."""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from collections.abc import Iterator
+from pathlib import Path
+
+import pydicom
+import pytest
+
+from tests.corpus import is_registered, network_corpus
+from tests.nodeproc import NodeProcess, deid_node
+from tests.servers import Orthanc, echoscu, storescu, unavailable
+
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.skipif(bool(unavailable("orthanc") or unavailable("dcmtk")), reason="needs Orthanc and dcmtk"),
+]
+
+
+def _all_uids(ds: pydicom.Dataset) -> set[str]:
+    found: set[str] = set()
+    for element in ds.iterall():
+        if element.VR == "UI" and element.value:
+            values = element.value if isinstance(element.value, (list, pydicom.multival.MultiValue)) else [element.value]
+            found.update(str(v) for v in values if str(v) and not is_registered(str(v)))
+    return found
+
+
+@pytest.fixture(scope="module")
+def pacs() -> Iterator[Orthanc]:
+    with Orthanc(aet="RESEARCH_PACS") as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def delivered(pacs: Orthanc, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """Send the corpus through a running node and wait until the PACS holds all of it."""
+    from tests.nodeproc import write_config
+    from tests.servers import free_port
+
+    files = network_corpus(36)
+    port = free_port()
+    config = write_config(tmp_path_factory.mktemp("e2e"), port=port, dest_port=pacs.dicom_port, workers=2)
+    started = time.monotonic()
+    with NodeProcess(config, port) as node:
+        storescu(files, port, called_ae="DEID_NODE", calling_ae="MODALITY")
+        pacs.wait_for_count(len(files), timeout=240)
+        deadline = time.monotonic() + 30
+        spool = config.parent / "spool"
+        while any((spool / area).iterdir() for area in ("incoming", "clean", "tmp")) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        allowed_echo = echoscu(port, called_ae="DEID_NODE", calling_ae="ECHOSCU")
+        stranger_echo = echoscu(port, called_ae="DEID_NODE", calling_ae="STRANGER")
+        status = deid_node(config, "status").stdout
+        patients_csv = deid_node(config, "export-mappings", "--kind", "patients").stdout
+    return {
+        "files": files, "config": config, "node_log": node.log(), "seconds": time.monotonic() - started,
+        "echo_ok": allowed_echo, "echo_stranger": stranger_echo, "status": status, "patients_csv": patients_csv,
+    }
+
+
+def test_every_sent_instance_arrives(pacs: Orthanc, delivered) -> None:  # type: ignore[no-untyped-def]
+    assert pacs.count() == len(delivered["files"])
+    print(f"e2e: {len(delivered['files'])} instances in {delivered['seconds']:.1f} s")
+
+
+def test_no_original_identifier_reaches_the_pacs(pacs: Orthanc, delivered) -> None:  # type: ignore[no-untyped-def]
+    originals = [pydicom.dcmread(f) for f in delivered["files"]]
+    original_uids = set().union(*(_all_uids(ds) for ds in originals))
+    ids = {str(ds.PatientID) for ds in originals if len(str(ds.get("PatientID", ""))) >= 3}
+    names = {str(ds.PatientName) for ds in originals if len(str(ds.get("PatientName", ""))) >= 4}
+    births = {str(ds.PatientBirthDate) for ds in originals if ds.get("PatientBirthDate")}
+    for instance in pacs.instances():
+        raw = pacs.file(instance)
+        ds = pydicom.dcmread(__import__("io").BytesIO(raw))
+        assert str(ds.PatientID) not in ids
+        assert str(ds.get("PatientName", "")) not in names
+        assert str(ds.get("PatientBirthDate", "")) not in births
+        assert ds.PatientIdentityRemoved == "YES"
+        assert ds.get("DeidentificationMethod")
+        leaked = {uid for uid in original_uids if uid.encode() in raw}
+        assert not leaked, f"{len(leaked)} original UIDs found in a forwarded instance"
+
+
+def test_same_patient_gets_the_same_pseudonym_everywhere(pacs: Orthanc, delivered) -> None:  # type: ignore[no-untyped-def]
+    by_new_study: dict[str, set[str]] = defaultdict(set)
+    for instance in pacs.instances():
+        ds = pacs.dataset(instance)
+        by_new_study[str(ds.StudyInstanceUID)].add(str(ds.PatientID))
+    assert all(len(p) == 1 for p in by_new_study.values())
+    mapping = dict(line.split(",", 1) for line in delivered["patients_csv"].splitlines()[1:])
+    originals = {str(pydicom.dcmread(f, stop_before_pixels=True).get("PatientID", "")) for f in delivered["files"]}
+    assert originals <= set(mapping)
+    assert len(set(mapping.values())) == len(mapping)  # distinct patients stay distinct
+    received = {str(pacs.dataset(i).PatientID) for i in pacs.instances()}
+    assert received == {mapping[o] for o in originals}
+
+
+def test_spool_is_empty_afterwards(delivered) -> None:  # type: ignore[no-untyped-def]
+    spool = delivered["config"].parent / "spool"
+    for area in ("incoming", "clean", "tmp", "quarantine"):
+        assert list((spool / area).iterdir()) == [], area
+    assert "forwarded" in delivered["status"]
+
+
+def test_echo_from_allowed_ae_succeeds_and_stranger_is_rejected(delivered) -> None:  # type: ignore[no-untyped-def]
+    assert delivered["echo_ok"].returncode == 0
+    assert delivered["echo_stranger"].returncode != 0
+    assert "Rejected" in delivered["echo_stranger"].stderr + delivered["echo_stranger"].stdout
+
+
+def test_node_log_carries_no_patient_identifiers(delivered) -> None:  # type: ignore[no-untyped-def]
+    log = delivered["node_log"]
+    assert '"event": "forwarded"' in log
+    for f in delivered["files"]:
+        ds = pydicom.dcmread(f, stop_before_pixels=True)
+        for value in (str(ds.get("PatientID", "")), str(ds.get("PatientName", "")), str(ds.SOPInstanceUID)):
+            if len(value) >= 4:
+                assert value not in log

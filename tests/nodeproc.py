@@ -1,0 +1,121 @@
+"""Run the real node as a subprocess (`deid-node serve`) with a config written for the test."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+SECRET = "test-secret-not-for-production"
+
+
+def write_config(directory: Path, *, port: int, dest_port: int, dest_aet: str = "RESEARCH_PACS",
+                 database_url: str | None = None, workers: int = 1, pixels: bool = True,
+                 profile: str = "basic.yaml", **overrides: Any) -> Path:
+    """A node config under `directory`, pointing at the repository's profiles and policies."""
+    directory.mkdir(parents=True, exist_ok=True)
+    config: dict[str, Any] = {
+        "node_name": overrides.pop("node_name", "test-node"),
+        "spool_dir": str(directory / "spool"),
+        "database_url": database_url or f"sqlite:///{directory / 'node.db'}",
+        "secret_file": str(directory / "secret.key"),
+        "receive": {
+            "ae_title": "DEID_NODE", "bind": "127.0.0.1", "port": port,
+            "allowed_callers": [{"ae_title": "MODALITY"}, {"ae_title": "STORESCU"}, {"ae_title": "ECHOSCU"}],
+            "min_free_bytes": 0,
+        },
+        "workers": {"count": workers, "lease_seconds": 30, "poll_seconds": 0.05, "max_attempts": 2},
+        "deid": {"profile": str(REPO / "config" / "profiles" / profile)},
+        "pixels": {"policy": str(REPO / "config" / "pixel-policy.yaml") if pixels else None},
+        "forward": {
+            "calling_ae_title": "DEID_NODE",
+            "destination": {"ae_title": dest_aet, "host": "127.0.0.1", "port": dest_port},
+            "max_attempts": 4, "backoff_initial_seconds": 0.2, "backoff_max_seconds": 2, "batch_size": 16,
+            "timeout_seconds": 10,
+        },
+        "logging": {"level": "INFO", "format": "json"},
+    }
+    for key, value in overrides.items():
+        if isinstance(value, dict):
+            config.setdefault(key, {}).update(value)
+        else:
+            config[key] = value
+    path = directory / "node.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def node_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["DEID_SECRET"] = SECRET
+    env["OMP_THREAD_LIMIT"] = "1"
+    env.pop("DEID_CONFIG", None)
+    return env
+
+
+def deid_node(config: Path, *args: str, check: bool = True, **kwargs: Any) -> subprocess.CompletedProcess[str]:
+    """Run one CLI command of the real node."""
+    return subprocess.run([sys.executable, "-m", "node", "--config", str(config), *args], capture_output=True,
+                          text=True, env=node_env(), check=check, timeout=120, **kwargs)
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.2)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+class NodeProcess:
+    """`deid-node serve` as a child process; its log (stderr) goes to a file the test can read."""
+
+    def __init__(self, config: Path, port: int, *extra: str) -> None:
+        self.config = config
+        self.port = port
+        self.extra = extra
+        self.log_path = config.parent / "node.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 60.0) -> "NodeProcess":
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "node", "--config", str(self.config), "serve", *self.extra],
+            stdout=log, stderr=log, env=node_env(), start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while not _port_open(self.port):
+            if self.process.poll() is not None:
+                raise RuntimeError(f"node exited with {self.process.returncode}:\n{self.log()[-3000:]}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"node did not listen on {self.port}:\n{self.log()[-3000:]}")
+            time.sleep(0.1)
+        return self
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def stop(self, timeout: float = 30.0) -> None:
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def kill(self) -> None:
+        """kill -9 of the whole process group: SCP, workers and forwarder."""
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(10)
+
+    def __enter__(self) -> "NodeProcess":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
