@@ -71,7 +71,10 @@ class Deidentifier:
 
 
 def _require(ds: pydicom.Dataset) -> None:
-    """Refuse what no research PACS can file: an instance must say what it is and which one."""
+    """Refuse what no research PACS can file: an instance must say what it is, which one, and
+    whose (PatientID is Type 2: present, possibly empty)."""
     for keyword in ("SOPClassUID", "SOPInstanceUID"):
         if not str(ds.get(keyword, "") or "").strip():
             raise DeidentificationError(f"missing {keyword}")
+    if "PatientID" not in ds:
+        raise DeidentificationError("missing PatientID")
