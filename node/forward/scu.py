@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pydicom.filereader import read_file_meta_info
-from pynetdicom import AE
+from pynetdicom import AE, _config
 from pynetdicom.status import code_to_category
 
 from node.config import Destination
@@ -30,6 +30,8 @@ class SendResult:
 
 class StoreSCU:
     def __init__(self, calling_ae_title: str, destination: Destination, timeout: float) -> None:
+        # Send the clean file's bytes as they are on disk: no second parse, no re-encoding.
+        _config.STORE_SEND_CHUNKED_DATASET = True
         self.calling_ae_title = calling_ae_title
         self.destination = destination
         self.timeout = timeout

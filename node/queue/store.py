@@ -81,6 +81,9 @@ class JobStore:
             .with_for_update(skip_locked=True)
             .scalar_subquery()
         )
+        # Counting de-identification attempts at claim time means an instance that kills its
+        # worker (segfault, out of memory) is seen again with a higher count, and quarantined.
+        counted = {"attempts": Job.attempts + 1} if to_state == JobState.PROCESSING else {}
         # One statement: SQLite takes its write lock before reading, PostgreSQL skips rows
         # another claimer has locked; either way no job is handed out twice.
         with self._sessions.begin() as session:
@@ -88,7 +91,7 @@ class JobStore:
                 update(Job)
                 .where(Job.id.in_(due))
                 .values(state=to_state, lease_owner=owner, lease_until=now + timedelta(seconds=lease_seconds),
-                        updated_at=now)
+                        updated_at=now, **counted)
                 .returning(Job.id, Job.spool_file, Job.sop_class_uid, Job.attempts, Job.forward_attempts,
                            Job.new_sop_instance_uid, Job.patient_pseudonym)
                 .execution_options(synchronize_session=False)
@@ -134,14 +137,13 @@ class JobStore:
 
     def retry_later(self, job_id: int, owner: str, *, state: JobState, error: str, delay_seconds: float,
                     destination: str | None = None) -> bool:
-        """Count a failed attempt and make the job due again after `delay_seconds`."""
+        """Make the job due again after `delay_seconds`; a forward failure counts a forward attempt
+        (de-identification attempts are counted when claimed)."""
         forward = destination is not None
-        counter = Job.forward_attempts if forward else Job.attempts
-        extra = {"destination": destination} if forward else {}
+        extra = {"destination": destination, "forward_attempts": Job.forward_attempts + 1} if forward else {}
         return self._settle(job_id, owner, "forward_failed" if forward else "deid_failed", error, state=state,
                             lease_owner=None, lease_until=None, last_error=error,
-                            next_attempt_at=utcnow() + timedelta(seconds=delay_seconds),
-                            **{counter.key: counter + 1}, **extra)
+                            next_attempt_at=utcnow() + timedelta(seconds=delay_seconds), **extra)
 
     def mark_forwarded(self, job_id: int, owner: str, destination: str) -> bool:
         return self._settle(job_id, owner, "forwarded", destination, state=JobState.FORWARDED, lease_owner=None,

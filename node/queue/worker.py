@@ -49,6 +49,9 @@ class DeidWorker:
         return True
 
     def process(self, job: ClaimedJob) -> None:
+        if job.attempts > self.max_attempts:  # earlier claims died without settling: a poison instance
+            self._quarantine(job, f"worker died or timed out on this instance {job.attempts - 1} times")
+            return
         started = time.perf_counter()
         mappings = RecordingMappings(self.mappings)
         try:
@@ -77,8 +80,8 @@ class DeidWorker:
             log.warning("quarantined", job=job.id, reason=reason)
 
     def _retry(self, job: ClaimedJob, reason: str) -> None:
-        if job.attempts + 1 >= self.max_attempts:
-            self._quarantine(job, f"{reason}; gave up after {job.attempts + 1} attempts")
+        if job.attempts >= self.max_attempts:
+            self._quarantine(job, f"{reason}; gave up after {job.attempts} attempts")
             return
         delay = min(60.0, 2.0 ** job.attempts)
         self.jobs.retry_later(job.id, self.owner, state=JobState.RECEIVED, error=reason, delay_seconds=delay)
