@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass, field
 from datetime import date
 
+from pydicom.datadict import tag_for_keyword
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 
@@ -87,8 +88,14 @@ class HeaderPhi:
         )
 
 
+_TAGS = {
+    keyword: tag_for_keyword(keyword)
+    for keyword in (*NAME_KEYWORDS, *ID_KEYWORDS, *DATE_KEYWORDS, *PLACE_KEYWORDS)
+}
+
+
 def _values(ds: Dataset, keyword: str) -> list[str]:
-    element = ds.data_element(keyword) if keyword in ds else None
+    element = ds.get(_TAGS[keyword])
     if element is None or element.VR == "SQ" or element.value in (None, "", b""):
         return []
     value = element.value

@@ -1,0 +1,346 @@
+"""Apply a compiled profile to one dataset: walk every element at every depth and act on it.
+
+The walk asks the profile for the element's rule (a dictionary lookup, cached per tag for the
+attributes the table does not name), resolves combined codes against the instance's IOD, and
+dispatches on the single code. It never converts an element it keeps unless it must look inside
+(sequences, UIDs, ages), which is most of its speed. Private attributes go to the safe list.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Callable, Mapping
+
+import pydicom
+import structlog
+from pydicom.datadict import dictionary_VR, get_entry
+from pydicom.dataelem import DataElement
+from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
+from pydicom.sequence import Sequence
+from pydicom.valuerep import STR_VR
+
+from node.deid import private as private_rules
+from node.deid.actions import dummy_value, resolve_combined
+from node.deid.dates import cap_age, shift_date, shift_datetime
+from node.deid.phi import HeaderPhi
+from node.deid.profile import Profile, Rule
+from node.deid.pseudonyms import Mappings, PatientPseudonym
+from node.deid.text import TextCleaner
+from node.deid.uids import replace_uid
+
+log = structlog.get_logger(__name__)
+
+_TEXT_VRS = frozenset({"LO", "LT", "SH", "ST", "UT", "UC"})
+_UID_LIKE_VRS = frozenset({"UI", "LO", "SH"})
+_GROUP_LENGTH = Rule("X")
+_STUDY_DATE = 0x00080020
+_PATIENT_IDENTITY_REMOVED = 0x00120062
+_METHOD = 0x00120063
+_METHOD_CODES = 0x00120064
+_TEMPORAL_MODIFIED = 0x00280303
+# A profile's X must not break the IOD: where the attribute is Type 1 or 2, it becomes D or Z.
+_REMOVE_UNLESS_REQUIRED = "X/Z/D"
+_DELETE = private_rules.PrivateRule(private_rules.DELETE, "UN")
+
+
+@dataclass(frozen=True)
+class MetadataReport:
+    """What the step did to one instance, for the job record and the logs (no PHI in it)."""
+
+    patient: PatientPseudonym
+    options: tuple[str, ...]
+    actions: Mapping[str, int]
+
+
+def _values(value: object) -> list[str]:
+    if isinstance(value, (list, tuple, MultiValue)):
+        return [str(v) for v in value]
+    return [] if value in (None, "") else [str(value)]
+
+
+@lru_cache(maxsize=8192)
+def _vr_of(tag: int) -> str:
+    try:
+        return dictionary_VR(tag)
+    except KeyError:
+        return "UN"
+
+
+_LOOK_INSIDE_ON_KEEP = frozenset({"SQ", "AS", "UN"})
+
+
+def _declare_vr(ds: Dataset, tag: int, vr: str) -> None:
+    """Give an implicit-VR private element (read as UN) the VR the safe list knows for it."""
+    element = ds[tag]
+    if element.VR == "UN" and vr not in ("UN", "") and isinstance(element.value, bytes):
+        text = element.value.decode("latin-1").rstrip("\x00 ")
+        if vr in STR_VR:
+            ds[tag] = DataElement(tag, vr, text.split("\\") if "\\" in text else text)
+
+
+class _Pass:
+    """One instance's trip through the profile: its patient, its counts, its text cleaner."""
+
+    def __init__(
+        self,
+        deidentifier: MetadataDeidentifier,
+        mappings: Mappings,
+        patient: PatientPseudonym,
+        phi: HeaderPhi,
+        sop_class_uid: str,
+    ) -> None:
+        self.profile = deidentifier.profile
+        self._rule_of = deidentifier.rule_of
+        self.mappings = mappings
+        self.patient = patient
+        self.phi = phi
+        self.sop_class_uid = sop_class_uid
+        self.counts: Counter[str] = Counter()
+        self.dates_shifted = 0
+        self._cleaner: TextCleaner | None = None
+        self._handlers: dict[str, Callable[[Dataset, int, Rule], None]] = {
+            "X": self._remove,
+            "Z": self._empty,
+            "D": self._dummy,
+            "K": self._keep,
+            "C": self._clean,
+            "U": self._uid,
+        }
+
+    # -- the walk ---------------------------------------------------------------------------
+    def walk(self, ds: Dataset) -> None:
+        for tag in list(ds.keys()):
+            if tag >> 16 & 1:
+                continue
+            rule = self._rule_of(tag)
+            code = rule.code
+            if "/" in code:
+                code = resolve_combined(code, self.profile.attribute_types.type_of(tag, self.sop_class_uid))
+            elif code == "X" and tag in self.profile.attribute_types.by_tag:
+                code = resolve_combined(_REMOVE_UNLESS_REQUIRED, self.profile.attribute_types.type_of(tag, self.sop_class_uid))
+            self.counts[code] += 1
+            self._handlers[code](ds, tag, rule)
+        self._private(ds)
+
+    def _items(self, element: DataElement) -> None:
+        for item in element.value:
+            self.walk(item)
+
+    # -- single codes -----------------------------------------------------------------------
+    def _remove(self, ds: Dataset, tag: int, rule: Rule) -> None:
+        del ds[tag]
+
+    def _empty(self, ds: Dataset, tag: int, rule: Rule) -> None:
+        element = ds[tag]
+        if element.VR == "SQ":
+            element.value = Sequence()
+        else:
+            element.value = "" if element.VR in STR_VR else None
+
+    def _keep(self, ds: Dataset, tag: int, rule: Rule) -> None:
+        if _vr_of(tag) not in _LOOK_INSIDE_ON_KEEP:
+            return  # the dictionary says it is neither a sequence nor an age: nothing to look at
+        vr = self._raw_vr(ds, tag)
+        if vr == "SQ":
+            self._items(ds[tag])
+        elif vr == "AS" and self.profile.max_age_years is not None:
+            self._map_strings(ds[tag], lambda v: cap_age(v, self.profile.max_age_years or 0))
+
+    def _dummy(self, ds: Dataset, tag: int, rule: Rule) -> None:
+        element = ds[tag]
+        vr = element.VR
+        if rule.value is not None:
+            element.value = rule.value.format(
+                patient_id=self.patient.patient_id, patient_name=self.patient.patient_name
+            )
+        elif vr == "SQ":
+            self._items(element)
+        elif vr == "UI":
+            self._map_strings(element, self._new_uid)
+        elif vr in ("DA", "DT") and _values(element.value):
+            self._shift(element, fallback=str(dummy_value(vr)))
+        else:
+            element.value = dummy_value(vr)
+
+    def _clean(self, ds: Dataset, tag: int, rule: Rule) -> None:
+        element = ds[tag]
+        vr = element.VR
+        if vr == "SQ":
+            self._items(element)
+        elif vr in ("DA", "DT"):
+            self._shift(element, fallback="")
+        elif vr == "UI":
+            self._map_strings(element, self._new_uid)
+        elif vr == "AS" and self.profile.max_age_years is not None:
+            self._map_strings(element, lambda v: cap_age(v, self.profile.max_age_years or 0))
+        elif vr in _TEXT_VRS:
+            self._map_strings(element, self.cleaner.clean)
+        elif vr == "PN":
+            element.value = dummy_value(vr)
+
+    def _uid(self, ds: Dataset, tag: int, rule: Rule) -> None:
+        element = ds[tag]
+        if element.VR == "SQ":
+            self._items(element)
+        elif element.VR == "UI":
+            self._map_strings(element, self._new_uid)
+        else:
+            self._dummy(ds, tag, rule)
+
+    # -- helpers ----------------------------------------------------------------------------
+    @property
+    def cleaner(self) -> TextCleaner:
+        if self._cleaner is None:
+            self._cleaner = TextCleaner(self.profile.text, self.phi)
+        return self._cleaner
+
+    def _new_uid(self, value: str) -> str:
+        return replace_uid(value, self.mappings)
+
+    def _raw_vr(self, ds: Dataset, tag: int) -> str:
+        raw = ds.get_item(tag)
+        vr = getattr(raw, "VR", None)
+        return vr if vr and vr != "UN" else _vr_of(tag)
+
+    @staticmethod
+    def _map_strings(element: DataElement, change: Callable[[str], str]) -> None:
+        values = _values(element.value)
+        if not values:
+            return
+        new = [change(v) for v in values]
+        if new != values:
+            element.value = new if len(new) > 1 else new[0]
+
+    def _shift(self, element: DataElement, *, fallback: str) -> None:
+        shift = shift_date if element.VR == "DA" else shift_datetime
+        days = self.patient.date_offset_days
+        values = _values(element.value)
+        if not values:
+            return
+        moved = [shift(v, days) for v in values]
+        self.dates_shifted += sum(m is not None for m in moved)
+        new = [m if m is not None else fallback for m in moved]
+        element.value = new if len(new) > 1 else new[0]
+
+    # -- private attributes -----------------------------------------------------------------
+    def _private(self, ds: Dataset) -> None:
+        private_tags = [t for t in ds.keys() if t >> 16 & 1]
+        if not private_tags:
+            return
+        if self.profile.private.code != "C":
+            for tag in private_tags:
+                del ds[tag]
+            self.counts["X"] += len(private_tags)
+            return
+        self._safe_private(ds, private_tags)
+
+    def _safe_private(self, ds: Dataset, private_tags: list[int]) -> None:
+        kept_blocks: set[int] = set()
+        for tag in private_tags:
+            element_number = tag & 0xFFFF
+            if element_number <= 0xFF:
+                continue
+            creator_tag = (tag & 0xFFFF0000) | (element_number >> 8)
+            creator = ds.get(creator_tag)
+            rule = (
+                self.profile.safe_private.rule(tag >> 16, creator.value, element_number & 0xFF)
+                if creator is not None and isinstance(creator.value, str)
+                else _DELETE
+            )
+            if rule.disposition != private_rules.DELETE:
+                _declare_vr(ds, tag, rule.vr)
+            if self._private_element(ds, tag, rule.disposition):
+                kept_blocks.add(creator_tag)
+        for tag in private_tags:
+            if tag & 0xFFFF <= 0xFF and tag not in kept_blocks:
+                del ds[tag]
+
+    def _private_element(self, ds: Dataset, tag: int, disposition: str) -> bool:
+        if disposition == private_rules.DELETE:
+            del ds[tag]
+            self.counts["X"] += 1
+            return False
+        element = ds[tag]
+        if disposition == private_rules.HASH_UID and element.VR in _UID_LIKE_VRS:
+            self._map_strings(element, self._new_uid)
+            self.counts["U"] += 1
+        elif disposition == private_rules.OFFSET_DATE and element.VR in ("DA", "DT"):
+            self._shift(element, fallback="")
+            self.counts["C"] += 1
+        elif disposition == private_rules.KEEP:
+            if element.VR == "SQ":
+                self._items(element)
+            self.counts["K"] += 1
+        else:  # a UID or date in a VR this node cannot rewrite safely
+            return self._private_element(ds, tag, private_rules.DELETE)
+        return True
+
+
+class MetadataDeidentifier:
+    """De-identifies headers under one profile; build once per process, call `apply` per instance."""
+
+    def __init__(self, profile: Profile, *, method_description: str = "deid-node") -> None:
+        self.profile = profile
+        self.method_description = method_description
+        self._rules: dict[int, Rule] = {}
+
+    def rule_of(self, tag: int) -> Rule:
+        """The profile's rule, else its stated default for an attribute the table does not name."""
+        rule = self._rules.get(tag)
+        if rule is None:
+            rule = self._rules[tag] = self.profile.rule_for(tag) or self._default_for(tag)
+        return rule
+
+    def _default_for(self, tag: int) -> Rule:
+        if tag & 0xFFFF == 0:
+            return _GROUP_LENGTH
+        try:
+            vr = get_entry(tag)[0]
+        except KeyError:
+            return self.profile.unknown_public
+        return self.profile.unlisted_by_vr.get(vr, self.profile.unlisted_public)
+
+    def apply(self, ds: pydicom.Dataset, mappings: Mappings, phi: HeaderPhi) -> MetadataReport:
+        patient = mappings.patient(str(ds.get("PatientID", "") or ""))
+        run = _Pass(self, mappings, patient, phi, str(ds.get("SOPClassUID", "") or ""))
+        run.walk(ds)
+        self._follow_file_meta(ds)
+        self._mark(ds, run.dates_shifted > 0)
+        log.debug("metadata de-identified", actions=dict(run.counts), dates_shifted=run.dates_shifted)
+        return MetadataReport(patient, self.profile.options, dict(run.counts))
+
+    @staticmethod
+    def _follow_file_meta(ds: Dataset) -> None:
+        meta = getattr(ds, "file_meta", None)
+        if meta is not None and "SOPInstanceUID" in ds:
+            meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+
+    def _mark(self, ds: Dataset, dates_shifted: bool) -> None:
+        """Say what was done, keeping what an earlier step (the pixel step) already said."""
+        ds.add_new(_PATIENT_IDENTITY_REMOVED, "CS", "YES")
+        method = f"{self.method_description}: {self.profile.name}"[:64]
+        methods = _values(ds.get("DeidentificationMethod"))
+        if method not in methods:
+            methods.append(method)
+        ds.add_new(_METHOD, "LO", methods if len(methods) > 1 else methods[0])
+        if _METHOD_CODES not in ds:
+            ds.add_new(_METHOD_CODES, "SQ", Sequence())
+        items = ds[_METHOD_CODES].value
+        present = {(str(i.get("CodingSchemeDesignator", "")), str(i.get("CodeValue", ""))) for i in items}
+        for code in (self.profile.basic_code, *self.profile.option_codes):
+            if ("DCM", code.value) not in present:
+                item = Dataset()
+                item.add_new(0x00080100, "SH", code.value)
+                item.add_new(0x00080102, "SH", "DCM")
+                item.add_new(0x00080104, "LO", code.meaning)
+                items.append(item)
+        ds.add_new(_TEMPORAL_MODIFIED, "CS", self._temporal_state(dates_shifted))
+
+    def _temporal_state(self, dates_shifted: bool) -> str:
+        """MODIFIED when dates moved; otherwise what the profile does to the Study Date says."""
+        if dates_shifted:
+            return "MODIFIED"
+        return "UNMODIFIED" if self.rule_of(_STUDY_DATE).code == "K" else "REMOVED"
