@@ -19,7 +19,7 @@ SECRET = "test-secret-not-for-production"
 
 def write_config(directory: Path, *, port: int, dest_port: int, dest_aet: str = "RESEARCH_PACS",
                  database_url: str | None = None, workers: int = 1, pixels: bool = True,
-                 profile: str = "basic.yaml", **overrides: Any) -> Path:
+                 profile: str = "tcia.yaml", **overrides: Any) -> Path:
     """A node config under `directory`, pointing at the repository's profiles and policies."""
     directory.mkdir(parents=True, exist_ok=True)
     config: dict[str, Any] = {

@@ -16,6 +16,7 @@ from pynetdicom import AE, _config
 from pynetdicom.status import code_to_category
 
 from node.config import Destination
+from node.network import no_delay
 
 # C-STORE warnings that still mean "stored" (PS3.4 B.2.3): coercion, elements discarded, mismatch.
 STORED_WARNINGS = frozenset({0xB000, 0xB006, 0xB007})
@@ -56,6 +57,7 @@ class StoreSCU:
         if not assoc.is_established:
             reason = "association rejected" if assoc.is_rejected else "destination unreachable"
             return [SendResult(False, reason)] * len(files)
+        no_delay(assoc)
         results = []
         try:
             for (path, _), syntax in zip(files, syntaxes, strict=True):

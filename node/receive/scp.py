@@ -10,6 +10,7 @@ from pynetdicom.sop_class import Verification
 from pynetdicom.transport import ThreadedAssociationServer
 
 from node.config import ReceiveSettings
+from node.network import no_delay_on_open
 from node.receive.handlers import StoreHandler, handlers
 
 import structlog
@@ -49,7 +50,7 @@ def _source_check(settings: ReceiveSettings):  # type: ignore[no-untyped-def]
 def start_scp(settings: ReceiveSettings, store: StoreHandler) -> ThreadedAssociationServer:
     """Start listening in the background; the caller owns shutdown()."""
     ae = build_ae(settings)
-    event_handlers = handlers(store)
+    event_handlers = [*handlers(store), (evt.EVT_CONN_OPEN, no_delay_on_open)]
     if any(c.hosts for c in settings.allowed_callers):
         event_handlers.append((evt.EVT_REQUESTED, _source_check(settings)))
     server = ae.start_server((settings.bind, settings.port), block=False, evt_handlers=event_handlers)
