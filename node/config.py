@@ -35,6 +35,18 @@ class AllowedCaller(_Strict):
     hosts: tuple[str, ...] = ()  # empty: any source address
 
 
+class TLSSettings(_Strict):
+    """DICOM TLS (PS3.15 Annex B). Inbound: our certificate, and the CA that signs the callers'
+    certificates when they must present one. Outbound: the CA that signs the destination's
+    certificate, and our client certificate if the destination checks it."""
+
+    certificate: Path | None = None
+    private_key: Path | None = None
+    ca_certificates: Path | None = None
+    require_client_certificate: bool = True
+    server_hostname: str | None = None  # outbound: the name in the destination's certificate
+
+
 class ReceiveSettings(_Strict):
     ae_title: AETitle = "DEID_NODE"
     bind: str = "127.0.0.1"
@@ -45,12 +57,14 @@ class ReceiveSettings(_Strict):
     max_instance_bytes: int = Field(default=2 * 1024**3, ge=1024)
     min_free_bytes: int = Field(default=256 * 1024**2, ge=0)
     network_timeout: float = Field(default=60.0, gt=0)
+    tls: TLSSettings | None = None
 
 
 class Destination(_Strict):
     ae_title: AETitle
     host: str
     port: Port
+    tls: TLSSettings | None = None
 
 
 class ForwardSettings(_Strict):
@@ -164,8 +178,19 @@ def _resolve_paths(settings: Settings, base: Path) -> Settings:
     pixels = settings.pixels
     if pixels.policy is not None:
         pixels = pixels.model_copy(update={"policy": resolve(pixels.policy)})
+
+    def resolve_tls(tls: TLSSettings | None) -> TLSSettings | None:
+        if tls is None:
+            return None
+        fields = ("certificate", "private_key", "ca_certificates")
+        return tls.model_copy(update={f: resolve(getattr(tls, f)) for f in fields if getattr(tls, f) is not None})
+
+    destination = settings.forward.destination
     return settings.model_copy(
         update={
+            "receive": settings.receive.model_copy(update={"tls": resolve_tls(settings.receive.tls)}),
+            "forward": settings.forward.model_copy(update={
+                "destination": destination.model_copy(update={"tls": resolve_tls(destination.tls)})}),
             "spool_dir": resolve(settings.spool_dir),
             "secret_file": resolve(settings.secret_file),
             "database_url": url,

@@ -16,7 +16,7 @@ from pynetdicom import AE, _config
 from pynetdicom.status import code_to_category
 
 from node.config import Destination
-from node.network import no_delay
+from node.network import client_tls_context, no_delay
 
 # C-STORE warnings that still mean "stored" (PS3.4 B.2.3): coercion, elements discarded, mismatch.
 STORED_WARNINGS = frozenset({0xB000, 0xB006, 0xB007})
@@ -53,7 +53,10 @@ class StoreSCU:
         ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = self.timeout
         for sop_class, syntax in list(contexts)[:MAX_CONTEXTS]:
             ae.add_requested_context(sop_class, syntax)
-        assoc = ae.associate(self.destination.host, self.destination.port, ae_title=self.destination.ae_title)
+        tls = self.destination.tls
+        tls_args = (client_tls_context(tls), tls.server_hostname or self.destination.host) if tls else None
+        assoc = ae.associate(self.destination.host, self.destination.port, ae_title=self.destination.ae_title,
+                             tls_args=tls_args)
         if not assoc.is_established:
             reason = "association rejected" if assoc.is_rejected else "destination unreachable"
             return [SendResult(False, reason)] * len(files)

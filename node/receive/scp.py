@@ -4,16 +4,15 @@ and only the calling AE titles (and, optionally, source addresses) the config al
 
 from __future__ import annotations
 
+import structlog
 from pynetdicom import ALL_TRANSFER_SYNTAXES, AE, AllStoragePresentationContexts, evt
 from pynetdicom.events import Event
 from pynetdicom.sop_class import Verification
 from pynetdicom.transport import ThreadedAssociationServer
 
 from node.config import ReceiveSettings
-from node.network import no_delay_on_open
+from node.network import no_delay_on_open, server_tls_context
 from node.receive.handlers import StoreHandler, handlers
-
-import structlog
 
 log = structlog.get_logger(__name__)
 
@@ -36,9 +35,10 @@ def _source_check(settings: ReceiveSettings):  # type: ignore[no-untyped-def]
 
     def check(event: Event) -> None:
         requestor = event.assoc.requestor
-        hosts = bound.get(requestor.ae_title)
+        calling = requestor.primitive.calling_ae_title.strip()  # requestor.ae_title is set only later
+        hosts = bound.get(calling)
         if hosts is not None and requestor.address not in hosts:
-            log.warning("association_rejected", caller=requestor.ae_title, reason="source address not allowed")
+            log.warning("association_rejected", caller=calling, reason="source address not allowed")
             # Rejected permanent, by the service user, reason: calling AE title not recognised
             event.assoc.acse.send_reject(0x01, 0x01, 0x03)
             event.assoc.is_rejected = True
@@ -53,6 +53,9 @@ def start_scp(settings: ReceiveSettings, store: StoreHandler) -> ThreadedAssocia
     event_handlers = [*handlers(store), (evt.EVT_CONN_OPEN, no_delay_on_open)]
     if any(c.hosts for c in settings.allowed_callers):
         event_handlers.append((evt.EVT_REQUESTED, _source_check(settings)))
-    server = ae.start_server((settings.bind, settings.port), block=False, evt_handlers=event_handlers)
-    log.info("scp_listening", ae_title=settings.ae_title, bind=settings.bind, port=settings.port)
+    tls = server_tls_context(settings.tls) if settings.tls is not None else None
+    server = ae.start_server((settings.bind, settings.port), block=False, evt_handlers=event_handlers,
+                             ssl_context=tls)
+    log.info("scp_listening", ae_title=settings.ae_title, bind=settings.bind, port=settings.port,
+             tls=tls is not None)
     return server
