@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import logging
 import sys
+import warnings
 
 import structlog
 
-# Libraries that would otherwise print dataset contents or request identifiers.
-_QUIET_LOGGERS = {"pynetdicom": logging.WARNING, "pydicom": logging.WARNING, "presidio-analyzer": logging.ERROR}
+# Libraries that would otherwise print dataset contents or request identifiers: pydicom's
+# warnings quote element values ("Invalid value for VR UI: '1.2.3...'").
+_QUIET_LOGGERS = {"pynetdicom": logging.WARNING, "pydicom": logging.CRITICAL, "presidio-analyzer": logging.ERROR}
 
 
 def configure_logging(level: str = "INFO", fmt: str = "json", process: str = "node") -> None:
@@ -49,4 +51,5 @@ def configure_logging(level: str = "INFO", fmt: str = "json", process: str = "no
     root.setLevel(level.upper())
     for name, quiet in _QUIET_LOGGERS.items():
         logging.getLogger(name).setLevel(max(quiet, root.level))
+    warnings.filterwarnings("ignore", module=r"pydicom(\.|$)")
     structlog.contextvars.bind_contextvars(process=process)

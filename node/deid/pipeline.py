@@ -8,17 +8,15 @@ instance (fail closed) rather than forward something half-cleaned.
 from __future__ import annotations
 
 import io
-import struct
 from dataclasses import dataclass
 from pathlib import Path
 
 import pydicom
-from pydicom.errors import InvalidDicomError
 
 from node.deid.metadata import MetadataDeidentifier, MetadataReport
 from node.deid.phi import collect_header_phi
 from node.deid.pixels import PixelCleaner, PixelCleaningError, PixelOutcome
-from node.deid.pseudonyms import Mappings
+from node.deid.pseudonyms import Mappings, MappingsUnavailable
 
 
 class DeidentificationError(Exception):
@@ -42,30 +40,30 @@ class Deidentifier:
     def run_file(self, path: Path, mappings: Mappings) -> DeidOutcome:
         try:
             ds = pydicom.dcmread(path)
-        except (InvalidDicomError, EOFError, ValueError, OSError, struct.error) as exc:
+        except Exception as exc:  # noqa: BLE001 - whatever a damaged file makes pydicom raise
             raise DeidentificationError(f"unreadable DICOM file ({type(exc).__name__})") from exc
         return self.run(ds, mappings)
 
     def run(self, ds: pydicom.Dataset, mappings: Mappings) -> DeidOutcome:
+        """De-identify `ds` in place; any failure but an unavailable store quarantines."""
+        try:
+            return self._run(ds, mappings)
+        except (DeidentificationError, MappingsUnavailable):
+            raise
+        except PixelCleaningError as exc:
+            raise DeidentificationError(f"pixel step: {exc}") from exc
+        except RecursionError as exc:
+            raise DeidentificationError("dataset nested too deeply") from exc
+        except Exception as exc:  # noqa: BLE001 - malformed input surfaces anywhere: fail closed
+            raise DeidentificationError(f"de-identification failed ({type(exc).__name__})") from exc
+
+    def _run(self, ds: pydicom.Dataset, mappings: Mappings) -> DeidOutcome:
         _require(ds)
         phi = collect_header_phi(ds)
-        pixel_outcome = None
-        if self.pixels is not None:
-            try:
-                pixel_outcome = self.pixels.clean(ds, phi)
-            except PixelCleaningError as exc:
-                raise DeidentificationError(f"pixel step: {exc}") from exc
-        try:
-            report = self.metadata.apply(ds, mappings, phi)
-        except DeidentificationError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - any rule failure must quarantine, never forward
-            raise DeidentificationError(f"metadata step failed ({type(exc).__name__})") from exc
+        pixel_outcome = self.pixels.clean(ds, phi) if self.pixels is not None else None
+        report = self.metadata.apply(ds, mappings, phi)
         buffer = io.BytesIO()
-        try:
-            ds.save_as(buffer, enforce_file_format=True)
-        except Exception as exc:  # noqa: BLE001
-            raise DeidentificationError(f"cannot encode the clean instance ({type(exc).__name__})") from exc
+        ds.save_as(buffer, enforce_file_format=True)
         return DeidOutcome(buffer.getvalue(), str(ds.SOPInstanceUID), report.patient.patient_id, report,
                            pixel_outcome)
 

@@ -27,8 +27,13 @@ class PatientPseudonym:
     date_offset_days: int
 
 
+class MappingsUnavailable(Exception):
+    """The mapping store cannot answer now (database down or locked): retry, do not quarantine."""
+
+
 class Mappings(Protocol):
-    """Where the metadata step gets replacement values; implemented by derivation or a store."""
+    """Where the metadata step gets replacement values; implemented by derivation or a store.
+    A store that cannot answer raises MappingsUnavailable."""
 
     def patient(self, original_id: str) -> PatientPseudonym: ...
 

@@ -13,6 +13,7 @@ import time
 import structlog
 
 from node.deid.pipeline import DeidentificationError, Deidentifier
+from node.deid.pseudonyms import MappingsUnavailable
 from node.persist.mappings import MappingStore, RecordingMappings
 from node.persist.models import JobState
 from node.queue.store import ClaimedJob, JobStore, worker_identity
@@ -59,8 +60,8 @@ class DeidWorker:
         except DeidentificationError as exc:
             self._quarantine(job, str(exc))
             return
-        except Exception as exc:  # noqa: BLE001 - e.g. database unavailable: transient, retry
-            self._retry(job, f"{type(exc).__name__} during de-identification")
+        except MappingsUnavailable as exc:
+            self._retry(job, f"mapping store unavailable ({exc})")
             return
         try:
             mappings.commit()
