@@ -22,7 +22,7 @@ import pytest
 from pynetdicom import AE
 
 from node.deid.pseudonyms import KeyedDerivation
-from tests.nodeproc import SECRET, NodeProcess, deid_node, write_config
+from tests.nodeproc import SECRET, NodeProcess, job_counts, wait_until, write_config
 from tests.servers import Orthanc, free_port, unavailable
 from tests.synthetic import write_series
 
@@ -93,13 +93,8 @@ def test_acknowledged_instances_survive_repeated_kill_9(tmp_path: Path) -> None:
         if node is not None:
             node.stop()
         with NodeProcess(config, port) as node:  # recovery: drain everything
-            deadline = time.monotonic() + 240
-            while time.monotonic() < deadline:
-                status = deid_node(config, "status").stdout
-                counts = dict(line.split()[:2] for line in status.splitlines() if line and not line.startswith(("oldest", "failing")))
-                if all(int(counts.get(s, 0)) == 0 for s in ("received", "processing", "clean", "forwarding", "failed")):
-                    break
-                time.sleep(0.5)
+            waiting = ("received", "processing", "clean", "forwarding", "failed")
+            assert wait_until(lambda: not any(job_counts(config).get(s, 0) for s in waiting), 240)
             log = node.log()
         derivation = KeyedDerivation(SECRET.encode())
         expected_new = {derivation.uid(uid) for uid in acknowledged}

@@ -9,27 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.nodeproc import NodeProcess, deid_node, write_config
+from tests.nodeproc import NodeProcess, deid_node, job_counts, wait_until, write_config
 from tests.servers import Orthanc, free_port, storescu, unavailable
 from tests.synthetic import write_series
 
 pytestmark = [pytest.mark.e2e, pytest.mark.skipif(bool(unavailable("orthanc") or unavailable("dcmtk")),
                                                   reason="needs Orthanc and dcmtk")]
-
-
-def _counts(config: Path) -> dict[str, int]:
-    out = deid_node(config, "status").stdout
-    return {k: int(v) for k, v in (line.split()[:2] for line in out.splitlines()
-                                   if line and not line.startswith(("oldest", "failing")))}
-
-
-def _wait(predicate, timeout: float = 60.0) -> bool:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.3)
-    return False
 
 
 def test_instances_wait_while_the_pacs_is_down_and_arrive_when_it_is_back(tmp_path: Path) -> None:
@@ -41,13 +26,13 @@ def test_instances_wait_while_the_pacs_is_down_and_arrive_when_it_is_back(tmp_pa
         with NodeProcess(config, port) as node:
             pacs.stop()  # tried: the destination refuses connections
             storescu(files, port, called_ae="DEID_NODE")
-            assert _wait(lambda: _counts(config).get("failed", 0) + _counts(config).get("forwarding", 0) == 5)
+            assert wait_until(lambda: job_counts(config).get("failed", 0) + job_counts(config).get("forwarding", 0) == 5)
             status = deid_node(config, "status").stdout
             assert "failing to RESEARCH_PACS@127.0.0.1" in status
             time.sleep(2)  # several backoff rounds against a dead port
             pacs.start()
             assert pacs.wait_for_count(5, timeout=60) == 5
-            assert _wait(lambda: _counts(config).get("forwarded") == 5)
+            assert wait_until(lambda: job_counts(config).get("forwarded") == 5)
             assert "forward_retry" in node.log()
 
 
@@ -60,7 +45,7 @@ def test_after_max_tries_instances_are_quarantined_and_retry_sends_them(tmp_path
         with NodeProcess(config, port):
             pacs.stop()
             storescu(files, port, called_ae="DEID_NODE")
-            assert _wait(lambda: _counts(config).get("quarantined") == 3)
+            assert wait_until(lambda: job_counts(config).get("quarantined") == 3)
             listing = deid_node(config, "quarantine", "list").stdout
             assert listing.count("forward failed 2 times") == 3
             assert "DOWNTEST" not in listing and "FAKE-DOWN" not in listing
@@ -69,5 +54,5 @@ def test_after_max_tries_instances_are_quarantined_and_retry_sends_them(tmp_path
             pacs.start()
             assert "released 3 quarantined" in deid_node(config, "retry", "--all").stdout
             assert pacs.wait_for_count(3, timeout=60) == 3
-            assert _wait(lambda: _counts(config).get("forwarded") == 3)
-            assert _wait(lambda: not any(any((spool / a).iterdir()) for a in ("incoming", "clean", "quarantine")))
+            assert wait_until(lambda: job_counts(config).get("forwarded") == 3)
+            assert wait_until(lambda: not any(any((spool / a).iterdir()) for a in ("incoming", "clean", "quarantine")))

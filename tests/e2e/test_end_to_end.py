@@ -6,13 +6,12 @@ from __future__ import annotations
 import time
 from collections import defaultdict
 from collections.abc import Iterator
-from pathlib import Path
 
 import pydicom
 import pytest
 
 from tests.corpus import is_registered, network_corpus
-from tests.nodeproc import NodeProcess, deid_node
+from tests.nodeproc import NodeProcess, deid_node, job_counts, wait_until
 from tests.servers import Orthanc, echoscu, storescu, unavailable
 
 pytestmark = [
@@ -49,6 +48,8 @@ def delivered(pacs: Orthanc, tmp_path_factory: pytest.TempPathFactory):  # type:
     with NodeProcess(config, port) as node:
         storescu(files, port, called_ae="DEID_NODE", calling_ae="MODALITY")
         pacs.wait_for_count(len(files), timeout=240)
+        storescu(files[:3], port, called_ae="DEID_NODE", calling_ae="MODALITY")  # the same instances again
+        assert wait_until(lambda: job_counts(config).get("forwarded") == len(files) + 3, 120), "duplicates stuck"
         deadline = time.monotonic() + 30
         spool = config.parent / "spool"
         while any((spool / area).iterdir() for area in ("incoming", "clean", "tmp")) and time.monotonic() < deadline:
@@ -63,8 +64,8 @@ def delivered(pacs: Orthanc, tmp_path_factory: pytest.TempPathFactory):  # type:
     }
 
 
-def test_every_sent_instance_arrives(pacs: Orthanc, delivered) -> None:  # type: ignore[no-untyped-def]
-    assert pacs.count() == len(delivered["files"])
+def test_every_sent_instance_arrives_once_even_when_sent_twice(pacs: Orthanc, delivered) -> None:  # type: ignore[no-untyped-def]
+    assert pacs.count() == len(delivered["files"])  # 3 of them were sent twice: same new UIDs, stored once
     print(f"e2e: {len(delivered['files'])} instances in {delivered['seconds']:.1f} s")
 
 
