@@ -12,6 +12,7 @@ import logging
 import sys
 import warnings
 
+import pydicom.config  # noqa: F401 - sets its logger's level on import; ours must come after
 import structlog
 
 # Libraries that would otherwise print dataset contents or request identifiers: pydicom's

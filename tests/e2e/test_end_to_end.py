@@ -120,5 +120,5 @@ def test_node_log_carries_no_patient_identifiers(delivered) -> None:  # type: ig
     for f in delivered["files"]:
         ds = pydicom.dcmread(f, stop_before_pixels=True)
         for value in (str(ds.get("PatientID", "")), str(ds.get("PatientName", "")), str(ds.SOPInstanceUID)):
-            if len(value) >= 4:
+            if len(value.strip("^= ")) >= 4:  # "^^^^" is an empty name, not an identifier
                 assert value not in log
