@@ -1,0 +1,32 @@
+"""Log lines are JSON and carry no dataset values, even when a library wants to print them."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+PROBE = r"""
+from node.logging import configure_logging
+configure_logging()
+import pydicom, structlog
+from pydicom.dataset import Dataset
+ds = Dataset()
+ds.SOPInstanceUID = "1.2.3.FAKEUID.not-a-uid"      # pydicom warns, quoting the value
+from pydicom.data import get_testdata_file
+broken = pydicom.dcmread(get_testdata_file("JPEG-lossy.dcm"))
+try:
+    broken.pixel_array                              # pydicom logs every decoder's failure
+except Exception:
+    pass
+structlog.get_logger("probe").info("done", job=1)
+"""
+
+
+def test_library_warnings_that_quote_values_stay_out_of_the_log() -> None:
+    result = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert "FAKEUID" not in result.stderr
+    assert "Traceback" not in result.stderr
+    assert [json.loads(line)["event"] for line in lines] == ["done"]
