@@ -117,7 +117,7 @@ def retry(obj: NodeContext, job_ids: tuple[int, ...], everything: bool) -> None:
     node = obj.node()
     failed = _guard(lambda: node.jobs.requeue(job_ids or None, from_states=[JobState.FAILED],
                                               to_state=JobState.CLEAN))
-    released = _release(node, job_ids or None)
+    released = _guard(lambda: _release(node, job_ids or None))
     click.echo(f"requeued {failed} failed, released {released} quarantined")
 
 
@@ -154,7 +154,8 @@ def quarantine_show(obj: NodeContext, job_id: int) -> None:
         raise click.ClickException(f"no job {job_id}")
     for field in ("id", "state", "calling_ae", "sop_class_uid", "sop_instance_hash", "size_bytes", "attempts",
                   "forward_attempts", "patient_pseudonym", "last_error", "received_at", "updated_at"):
-        click.echo(f"{field}: {getattr(job, field)}")
+        value = getattr(job, field)
+        click.echo(f"{field}: {value.value if isinstance(value, JobState) else value}")
 
 
 @quarantine.command("release")
@@ -162,7 +163,8 @@ def quarantine_show(obj: NodeContext, job_id: int) -> None:
 @pass_ctx
 def quarantine_release(obj: NodeContext, job_ids: tuple[int, ...]) -> None:
     """Put quarantined jobs back through de-identification."""
-    click.echo(f"released {_release(obj.node(), job_ids)}")
+    node = obj.node()
+    click.echo(f"released {_guard(lambda: _release(node, job_ids))}")
 
 
 @quarantine.command("purge")
@@ -174,13 +176,15 @@ def quarantine_purge(obj: NodeContext, job_ids: tuple[int, ...], yes: bool) -> N
     if not yes:
         raise click.UsageError("purge deletes instances for good; add --yes")
     node = obj.node()
-    purged = 0
-    for job in node.jobs.jobs_in([JobState.QUARANTINED]):
-        if job.id in job_ids:
-            node.spool.remove("quarantine", job.spool_file)
-            node.jobs.delete(job.id)
-            purged += 1
-    click.echo(f"purged {purged}")
+    click.echo(f"purged {_guard(lambda: _purge(node, job_ids))}")
+
+
+def _purge(node: Node, job_ids: tuple[int, ...]) -> int:
+    chosen = [job for job in node.jobs.jobs_in([JobState.QUARANTINED]) if job.id in job_ids]
+    for job in chosen:
+        node.spool.remove("quarantine", job.spool_file)
+        node.jobs.delete(job.id)
+    return len(chosen)
 
 
 @cli.command("export-mappings")
@@ -207,10 +211,11 @@ def export_mappings(obj: NodeContext, kind: str, patient: str | None, study: str
 def _private_output(output: str) -> Iterator[TextIO]:
     """stdout for "-", else a file only its owner can read: it holds originals."""
     if output == "-":
-        yield click.get_text_stream("stdout")
+        yield sys.stdout
         return
     try:
         fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.fchmod(fd, 0o600)  # also when the file existed with a wider mode
     except OSError as exc:
         raise click.ClickException(f"cannot write {output}: {exc.strerror}") from exc
     with os.fdopen(fd, "w", newline="", encoding="utf-8") as out:
@@ -255,7 +260,7 @@ def lookup(obj: NodeContext, value: str) -> None:
     _guard(lambda: store.note_access("mapping_lookup", f"matches={len(found)}"))
     if not found:
         raise click.ClickException("no patient or UID mapping has that value")
-    writer = csv.writer(click.get_text_stream("stdout"), lineterminator="\n")
+    writer = csv.writer(sys.stdout, lineterminator="\n")
     writer.writerow(["kind", "id_old", "id_new", "offset_days"])
     writer.writerows((f.kind, f.original, f.new, "" if f.offset_days is None else f.offset_days) for f in found)
 

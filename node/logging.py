@@ -17,7 +17,8 @@ import structlog
 
 # Libraries that would otherwise print dataset contents or request identifiers: pydicom's
 # warnings quote element values ("Invalid value for VR UI: '1.2.3...'").
-_QUIET_LOGGERS = {"pynetdicom": logging.WARNING, "pydicom": logging.CRITICAL, "presidio-analyzer": logging.ERROR}
+_QUIET_LOGGERS = {"pynetdicom": logging.WARNING, "pydicom": logging.CRITICAL, "presidio-analyzer": logging.ERROR,
+                  "alembic": logging.WARNING}
 
 
 def configure_logging(level: str = "INFO", fmt: str = "json", process: str = "node") -> None:

@@ -27,6 +27,7 @@ class DeidentificationError(Exception):
 class DeidOutcome:
     data: bytes  # the clean instance, as a DICOM Part 10 file
     new_sop_instance_uid: str
+    new_study_instance_uid: str | None
     patient_pseudonym: str
     metadata: MetadataReport
     pixels: PixelOutcome | None
@@ -64,7 +65,8 @@ class Deidentifier:
         report = self.metadata.apply(ds, mappings, phi)
         buffer = io.BytesIO()
         ds.save_as(buffer, enforce_file_format=True)
-        return DeidOutcome(buffer.getvalue(), str(ds.SOPInstanceUID), report.patient.patient_id, report,
+        study = str(ds.StudyInstanceUID) if "StudyInstanceUID" in ds else None
+        return DeidOutcome(buffer.getvalue(), str(ds.SOPInstanceUID), study, report.patient.patient_id, report,
                            pixel_outcome)
 
 

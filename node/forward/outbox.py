@@ -8,6 +8,7 @@ send it again later.
 from __future__ import annotations
 
 import threading
+import time
 
 import structlog
 
@@ -45,13 +46,13 @@ class Forwarder:
         if not batch:
             return False
         files = [(self.spool.path("clean", job.spool_file), job.sop_class_uid) for job in batch]
+        started = time.perf_counter()
         results = self.scu.send(files)
+        sent = time.perf_counter()
+        stored = []
         for job, result in zip(batch, results, strict=True):
             if result.stored:
-                if self.jobs.mark_forwarded(job.id, self.owner, self.scu.name):
-                    self.spool.remove("clean", job.spool_file)
-                    self.spool.remove("incoming", job.spool_file)
-                    log.info("forwarded", job=job.id, patient=job.patient_pseudonym, status=result.detail)
+                stored.append((job, result))
             elif job.forward_attempts + 1 >= self.settings.max_attempts:
                 reason = f"forward failed {job.forward_attempts + 1} times: {result.detail}"
                 if self.jobs.quarantine(job.id, self.owner, reason):
@@ -62,4 +63,13 @@ class Forwarder:
                 self.jobs.retry_later(job.id, self.owner, state=JobState.FAILED, error=result.detail,
                                       delay_seconds=delay, destination=self.scu.name)
                 log.warning("forward_retry", job=job.id, reason=result.detail, delay=delay)
+        forwarded = self.jobs.mark_forwarded([job.id for job, _ in stored], self.owner, self.scu.name)
+        for job, result in stored:
+            if job.id in forwarded:
+                self.spool.remove("clean", job.spool_file)
+                self.spool.remove("incoming", job.spool_file)
+                log.info("forwarded", job=job.id, patient=job.patient_pseudonym, status=result.detail)
+        settled = time.perf_counter()
+        log.info("forward_batch", count=len(batch), stored=sum(r.stored for r in results),
+                 send_seconds=round(sent - started, 4), settle_seconds=round(settled - sent, 4))
         return True

@@ -13,7 +13,7 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config as AlembicConfig
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
@@ -66,16 +66,30 @@ def alembic_config(url: str) -> AlembicConfig:
     return config
 
 
+# Any fixed number: the PostgreSQL advisory lock that lets one node at a time migrate.
+MIGRATION_LOCK = 0x6465_6964  # "deid"
+
+
 def upgrade(url: str) -> None:
-    """Bring the schema to the newest migration (idempotent)."""
+    """Bring the schema to the newest migration (idempotent, and safe when nodes start together)."""
     engine = make_engine(url)
     try:
         with engine.begin() as connection:
+            _lock_for_migration(connection)
             config = alembic_config(url)
             config.attributes["connection"] = connection
             command.upgrade(config, "head")
     finally:
         engine.dispose()
+
+
+def _lock_for_migration(connection: Connection) -> None:
+    """Nodes sharing a database may start at the same moment: the first migrates inside this
+    lock, the others wait for it and then find the schema at head. Held until commit."""
+    if connection.dialect.name == "postgresql":
+        connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
+    elif connection.dialect.name == "sqlite":
+        connection.exec_driver_sql("BEGIN IMMEDIATE")  # the database's one write lock, taken now
 
 
 def check(url: str) -> None:

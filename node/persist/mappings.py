@@ -17,9 +17,10 @@ from typing import TypeVar
 
 from cryptography.fernet import Fernet, InvalidToken
 from sqlalchemy import or_, select
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from node.deid.pseudonyms import KeyedDerivation, PatientPseudonym
+from node.deid.pseudonyms import KeyedDerivation, MappingsUnavailable, PatientPseudonym
 from node.persist.db import insert_ignoring_conflicts
 from node.persist.models import AuditEvent, Patient, UidMapping
 
@@ -230,7 +231,10 @@ class RecordingMappings:
     patient_seen: PatientPseudonym | None = None
 
     def patient(self, original_id: str) -> PatientPseudonym:
-        self.patient_seen = self.store.patient(original_id)
+        try:
+            self.patient_seen = self.store.patient(original_id)
+        except SQLAlchemyError as exc:  # the database is down or locked: retry later, do not quarantine
+            raise MappingsUnavailable(type(exc).__name__) from exc
         return self.patient_seen
 
     def uid(self, original: str) -> str:

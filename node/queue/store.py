@@ -145,10 +145,20 @@ class JobStore:
                             lease_owner=None, lease_until=None, last_error=error,
                             next_attempt_at=utcnow() + timedelta(seconds=delay_seconds), **extra)
 
-    def mark_forwarded(self, job_id: int, owner: str, destination: str) -> bool:
-        return self._settle(job_id, owner, "forwarded", destination, state=JobState.FORWARDED, lease_owner=None,
-                            lease_until=None, destination=destination, last_error=None,
-                            forward_attempts=Job.forward_attempts + 1)
+    def mark_forwarded(self, job_ids: Sequence[int], owner: str, destination: str) -> set[int]:
+        """Settle the jobs of a batch the destination took, in one transaction: one commit (one
+        fsync) per batch instead of one per instance. Returns the jobs `owner` still held."""
+        if not job_ids:
+            return set()
+        with self._sessions.begin() as session:
+            settled = set(session.scalars(
+                update(Job).where(Job.id.in_(job_ids), Job.lease_owner == owner)
+                .values(updated_at=utcnow(), state=JobState.FORWARDED, lease_owner=None, lease_until=None,
+                        destination=destination, last_error=None, forward_attempts=Job.forward_attempts + 1)
+                .returning(Job.id).execution_options(synchronize_session=False)))
+            session.add_all(AuditEvent(job_id=job_id, event="forwarded", detail=destination)
+                            for job_id in sorted(settled))
+        return settled
 
     def quarantine(self, job_id: int, owner: str | None, reason: str) -> bool:
         return self._settle(job_id, owner, "quarantined", reason, state=JobState.QUARANTINED, lease_owner=None,

@@ -63,8 +63,10 @@ class DeidWorker:
         except MappingsUnavailable as exc:
             self._retry(job, f"mapping store unavailable ({exc})")
             return
+        deidentified = time.perf_counter()
         try:
-            mappings.commit()
+            mappings.commit(study_uid=outcome.new_study_instance_uid)
+            committed = time.perf_counter()
             self.spool.write("clean", job.spool_file, outcome.data)
         except Exception as exc:  # noqa: BLE001
             self._retry(job, f"{type(exc).__name__} while storing the clean instance")
@@ -72,8 +74,10 @@ class DeidWorker:
         pixels = outcome.pixels.reason if outcome.pixels else "off"
         self.jobs.mark_clean(job.id, self.owner, new_sop_instance_uid=outcome.new_sop_instance_uid,
                              patient_pseudonym=outcome.patient_pseudonym, detail=f"pixels={pixels}")
+        finished = time.perf_counter()
         log.info("deidentified", job=job.id, patient=outcome.patient_pseudonym, pixels=pixels,
-                 seconds=round(time.perf_counter() - started, 4))
+                 seconds=round(finished - started, 4), run_seconds=round(deidentified - started, 4),
+                 mappings_seconds=round(committed - deidentified, 4), store_seconds=round(finished - committed, 4))
 
     def _quarantine(self, job: ClaimedJob, reason: str) -> None:
         if self.jobs.quarantine(job.id, self.owner, reason):

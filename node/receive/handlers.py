@@ -6,6 +6,8 @@ an ErrorComment that tells the sender's administrator what went wrong, without P
 
 from __future__ import annotations
 
+import time
+
 import structlog
 from pydicom.dataset import Dataset
 from pynetdicom import evt
@@ -42,6 +44,7 @@ class StoreHandler:
         self.max_instance_bytes = max_instance_bytes
 
     def __call__(self, event: Event) -> Dataset:
+        started = time.perf_counter()
         request = event.request
         size = len(request.DataSet.getbuffer())
         if size > self.max_instance_bytes:
@@ -73,7 +76,8 @@ class StoreHandler:
             self.spool.remove("incoming", name)
             log.error("store_refused", reason="database unavailable", error=type(exc).__name__)
             return status(OUT_OF_RESOURCES, "node database unavailable")
-        log.info("received", job=job_id, sop=instance_hash[:16], bytes=len(data))
+        log.info("received", job=job_id, sop=instance_hash[:16], bytes=len(data),
+                 seconds=round(time.perf_counter() - started, 4))
         return status(SUCCESS)
 
 
