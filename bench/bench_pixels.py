@@ -1,0 +1,144 @@
+"""Speed of the pixel step (issue 4): per frame and per instance, next to Presidio, and the detector alone.
+
+Run: .venv/bin/python bench/bench_pixels.py [--slices 1000]
+Prints a table and writes bench/results/pixels.json. Not part of the test suite.
+
+* Real images with burned-in text (pydicom-data / pydicom test files) and synthetic ones with
+  PHI drawn in (tests/deid/pixels/synthetic.py), through PixelCleaner with the shipped policy.
+* Presidio's DicomImageRedactorEngine (offline: NoOpNlpEngine, the instance's own header as deny
+  list via use_metadata) on the same single-frame images, in the same run.
+* The text detector alone on generated 512x512 CT slices without text.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pydicom
+from pydicom.data import get_testdata_file
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from node.deid.phi import collect_header_phi  # noqa: E402
+from node.deid.pixels import PixelCleaner, PixelCleaningError  # noqa: E402
+from node.deid.pixels.codec import display_gray  # noqa: E402
+from node.deid.pixels.detect import find_text  # noqa: E402
+from node.deid.pixels.policy import load_policy  # noqa: E402
+from tests.deid.pixels.synthetic import Font, Kind, image_dataset, phantom, text_mask  # noqa: E402
+
+POLICY = ROOT / "config" / "pixel-policy.yaml"
+REAL = ["US1_UNCR.dcm", "US1_J2KR.dcm", "US1_J2KI.dcm", "examples_palette.dcm", "OBXXXX1A_2frame.dcm",
+        "color3d_jpeg_baseline.dcm", "CT_small.dcm", "MR_small.dcm"]
+
+
+def _synthetic() -> dict[str, pydicom.Dataset]:
+    mask = text_mask(512, 512, Font("DejaVuSans.ttf", 10))
+    return {
+        "synthetic CT 512 text": image_dataset(Kind("MONOCHROME2", 12, signed=True), "CT", mask),
+        "synthetic MR 256 6px": image_dataset(Kind("MONOCHROME2", 12), "MR", text_mask(256, 256, Font("DejaVuSans.ttf", 6))),
+        "synthetic CT 512 no text": image_dataset(Kind("MONOCHROME2", 12, signed=True), "CT", np.zeros((512, 512), bool)),
+    }
+
+
+def _images() -> dict[str, pydicom.Dataset]:
+    images = {name: pydicom.dcmread(get_testdata_file(name)) for name in REAL if get_testdata_file(name)}
+    return images | _synthetic()
+
+
+def _time_ours(cleaner: PixelCleaner, ds: pydicom.Dataset) -> dict[str, object]:
+    work = ds.copy()
+    started = time.perf_counter()
+    try:
+        outcome = cleaner.clean(work, collect_header_phi(work))
+        result = {"redacted": outcome.redacted, "boxes": outcome.boxes, "ocr_frames": outcome.ocr_frames,
+                  "reason": outcome.reason}
+    except PixelCleaningError as exc:
+        result = {"quarantined": str(exc)}
+    seconds = time.perf_counter() - started
+    frames = int(str(ds.get("NumberOfFrames", 1) or 1))
+    return {"frames": frames, "seconds": seconds, "seconds_per_frame": seconds / frames, **result}
+
+
+def _presidio() -> object:
+    from presidio_analyzer import AnalyzerEngine
+    from presidio_analyzer.nlp_engine import NoOpNlpEngine
+    from presidio_image_redactor import DicomImageRedactorEngine, ImageAnalyzerEngine
+
+    analyzer = AnalyzerEngine(nlp_engine=NoOpNlpEngine(models=[{"lang_code": "en", "model_name": "none"}]),
+                              supported_languages=["en"])
+    return DicomImageRedactorEngine(image_analyzer_engine=ImageAnalyzerEngine(analyzer_engine=analyzer))
+
+
+def _time_presidio(engine: object, ds: pydicom.Dataset) -> dict[str, object]:
+    work = ds.copy()
+    started = time.perf_counter()
+    try:
+        engine.redact(work, fill="contrast", use_metadata=True)  # type: ignore[attr-defined]
+        status = "ok"
+    except Exception as exc:  # Presidio fails on some inputs (multi-frame, 16-bit colour): record it
+        status = f"failed: {type(exc).__name__}"
+    return {"seconds": time.perf_counter() - started, "status": status}
+
+
+def _detector(slices: int) -> dict[str, float]:
+    settings = load_policy(POLICY).settings.detector
+    ds = image_dataset(Kind("MONOCHROME2", 12, signed=True), "CT", np.zeros((512, 512), bool))
+    low, high = -1024, 3071
+    frames = [np.rint(phantom(512, 512, low, high, seed)).astype(np.int16) for seed in range(min(slices, 50))]
+    found = 0
+    started = time.perf_counter()
+    for index in range(slices):
+        gray, _ = display_gray(frames[index % len(frames)], "MONOCHROME2", ds, None)
+        found += len(find_text(gray, settings, highlight=True)[1])
+    seconds = time.perf_counter() - started
+    return {"slices": slices, "ms_per_slice": 1000 * seconds / slices, "candidates": found}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--slices", type=int, default=1000, help="generated CT slices for the detector timing")
+    parser.add_argument("--skip-presidio", action="store_true")
+    args = parser.parse_args()
+    os.environ["OMP_THREAD_LIMIT"] = "1"
+    cleaner = PixelCleaner.from_policy_file(POLICY)
+    presidio = None if args.skip_presidio else _presidio()
+    rows = {}
+    print(f"{'image':32} {'frames':>6} {'ours s':>8} {'s/frame':>8} {'presidio s':>10} {'ratio':>6}  outcome")
+    for name, ds in _images().items():
+        ours = _time_ours(cleaner, ds)
+        row = {"ours": ours}
+        ratio = ""
+        if presidio is not None and ours["frames"] == 1:
+            theirs = _time_presidio(presidio, ds)
+            row["presidio"] = theirs
+            if theirs["status"] == "ok":
+                row["presidio_over_ours"] = theirs["seconds"] / ours["seconds"]
+                ratio = f"{row['presidio_over_ours']:.2f}"
+            else:
+                ratio = "fail"
+        rows[name] = row
+        presidio_s = f"{row['presidio']['seconds']:.2f}" if "presidio" in row else "-"
+        outcome = ours.get("reason") or ours.get("quarantined")
+        print(f"{name:32} {ours['frames']:>6} {ours['seconds']:>8.2f} {ours['seconds_per_frame']:>8.3f} "
+              f"{presidio_s:>10} {ratio:>6}  {outcome}")
+    detector = _detector(args.slices)
+    print(f"detector alone: {detector['ms_per_slice']:.2f} ms per 512x512 CT slice without text "
+          f"({detector['slices']} slices, {detector['candidates']} candidates)")
+    results = {"images": rows, "detector": detector, "cpu_count": os.cpu_count(),
+               "load_average": os.getloadavg()}
+    out = ROOT / "bench" / "results" / "pixels.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2, default=str))
+    print(f"written {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,205 @@
+"""The pixel policy: which images get which treatment, read from config/pixel-policy.yaml.
+
+Code only interprets the policy; what is skipped, detected or always read, and whether all text
+or only PHI-matching text is masked, lives in the file so sites can tune it without a release.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydicom.dataset import Dataset
+
+from node.deid.pixels.outcome import PixelPolicyError
+from node.deid.pixels.regions import RegionRule, attribute_text, load_region_rules
+
+
+class Action(str, Enum):
+    SKIP = "skip"  # no text search (region rules still apply)
+    DETECT = "detect"  # the cheap detector decides where OCR runs
+    OCR = "ocr"  # OCR whole frames as well as detected regions
+
+
+class MaskScope(str, Enum):
+    PHI = "phi"  # only text matching this instance's PHI or a PHI pattern
+    ALL_TEXT = "all_text"  # every region OCR reads text in
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Signature(_Strict):
+    """Every listed field must match; list fields match if any entry matches (case-insensitive)."""
+
+    modality: tuple[str, ...] = ()
+    sop_class_uid: tuple[str, ...] = ()
+    image_type_contains: tuple[str, ...] = ()
+    manufacturer_contains: tuple[str, ...] = ()
+    model_contains: tuple[str, ...] = ()
+    rows: int | None = None
+    columns: int | None = None
+    burned_in_annotation: tuple[str, ...] = ()
+
+    def matches(self, ds: Dataset) -> bool:
+        tests = (
+            (self.modality, "Modality", _equals),
+            (self.sop_class_uid, "SOPClassUID", _equals),
+            (self.image_type_contains, "ImageType", _contains),
+            (self.manufacturer_contains, "Manufacturer", _contains),
+            (self.model_contains, "ManufacturerModelName", _contains),
+            (self.burned_in_annotation, "BurnedInAnnotation", _equals),
+        )
+        for wanted, keyword, test in tests:
+            if wanted and not any(test(attribute_text(ds, keyword), w) for w in wanted):
+                return False
+        return all(
+            size is None or str(size) == attribute_text(ds, keyword)
+            for size, keyword in ((self.rows, "Rows"), (self.columns, "Columns"))
+        )
+
+
+def _equals(actual: str | None, wanted: str) -> bool:
+    return actual is not None and actual.strip().upper() == wanted.upper()
+
+
+def _contains(actual: str | None, wanted: str) -> bool:
+    return actual is not None and wanted.upper() in actual.upper()
+
+
+class Rule(_Strict):
+    name: str = Field(min_length=1)
+    when: Signature
+    action: Action
+    mask: MaskScope = MaskScope.PHI
+
+
+class Treatment(_Strict):
+    action: Action = Action.DETECT
+    mask: MaskScope = MaskScope.PHI
+
+
+class DetectorSettings(_Strict):
+    min_text_height: int = Field(default=4, ge=2)
+    max_text_height: int = Field(default=64, ge=4)
+    max_stroke_width: int = Field(default=6, ge=1)
+    min_contrast: int = Field(default=48, ge=1, le=255)
+    min_text_contrast: int = Field(default=96, ge=1, le=255)
+    min_stroke_fill: float = Field(default=0.08, gt=0, le=1)
+    ink_tolerance: int = Field(default=12, ge=0, le=255)
+    min_ink_share: float = Field(default=0.5, gt=0, le=1)
+    highlight_fraction: float = Field(default=0.25, gt=0, le=1)
+
+
+class OcrSettings(_Strict):
+    target_text_height: int = Field(default=40, ge=10)
+    max_upscale: float = Field(default=5.0, ge=1)
+    min_confidence: float = Field(default=0.0, ge=0, le=100)
+    full_frame_max_side: int = Field(default=1600, ge=256)
+    full_frames: int = Field(default=3, ge=1)  # action "ocr": frames read whole, spread over a loop
+
+
+class TextPattern(_Strict):
+    name: str
+    regex: str
+    score: float = Field(default=0.6, ge=0, le=1)
+
+    @field_validator("regex")
+    @classmethod
+    def _compiles(cls, value: str) -> str:
+        re.compile(value)
+        return value
+
+
+class MatchSettings(_Strict):
+    min_term_length: int = Field(default=2, ge=1)
+    exact_up_to: int = Field(default=3, ge=1)  # terms this short must match exactly
+    edits_per_char: float = Field(default=0.25, ge=0, le=0.5)
+    patterns: tuple[TextPattern, ...] = ()
+    presidio_entities: tuple[str, ...] = ()
+    presidio_min_score: float = Field(default=0.5, ge=0, le=1)
+
+
+class MaskSettings(_Strict):
+    margin_fraction: float = Field(default=0.2, ge=0, le=1)  # of the text height
+    min_margin: int = Field(default=1, ge=0)
+
+
+class VerifySettings(_Strict):
+    full_frames: int = Field(default=1, ge=0)  # redacted frames re-read whole, besides regions
+
+
+class PolicyFile(_Strict):
+    regions: Path | None = None
+    default: Treatment = Treatment()
+    rules: tuple[Rule, ...] = ()
+    detector: DetectorSettings = DetectorSettings()
+    ocr: OcrSettings = OcrSettings()
+    matching: MatchSettings = MatchSettings()
+    masking: MaskSettings = MaskSettings()
+    verify: VerifySettings = VerifySettings()
+
+
+@dataclass(frozen=True)
+class Decision:
+    action: Action
+    mask: MaskScope
+    rule: str
+
+
+@dataclass(frozen=True)
+class PixelPolicy:
+    settings: PolicyFile
+    region_rules: tuple[RegionRule, ...]
+
+    def decide(self, ds: Dataset) -> Decision:
+        """First matching rule wins; BurnedInAnnotation=YES always means OCR, whatever a rule says."""
+        decision = Decision(self.settings.default.action, self.settings.default.mask, "default")
+        for rule in self.settings.rules:
+            if rule.when.matches(ds):
+                decision = Decision(rule.action, rule.mask, rule.name)
+                break
+        if _equals(attribute_text(ds, "BurnedInAnnotation"), "YES"):
+            return Decision(Action.OCR, decision.mask, decision.rule)
+        return decision
+
+
+def load_policy(path: Path) -> PixelPolicy:
+    """Read and validate the policy and the region library it names (relative to the policy file)."""
+    path = Path(path)
+    try:
+        raw: Any = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise PixelPolicyError(f"{path}: cannot read pixel policy ({type(exc).__name__})") from exc
+    if not isinstance(raw, dict):
+        raise PixelPolicyError(f"{path}: the top level must be a mapping")
+    try:
+        settings = PolicyFile.model_validate(raw)
+    except ValidationError as exc:
+        raise PixelPolicyError(f"{path}: {_describe(exc, raw)}") from exc
+    regions: tuple[RegionRule, ...] = ()
+    if settings.regions is not None:
+        region_path = settings.regions if settings.regions.is_absolute() else path.parent / settings.regions
+        regions = load_region_rules(region_path)
+    return PixelPolicy(settings, regions)
+
+
+def _describe(exc: ValidationError, raw: dict[str, Any]) -> str:
+    """Name the rule by its `name` where the error is inside `rules`, so the fix is easy to find."""
+    problems = []
+    for error in exc.errors():
+        loc = list(error["loc"])
+        where = ".".join(str(p) for p in loc)
+        if loc[:1] == ["rules"] and len(loc) > 1 and isinstance(loc[1], int):
+            rules = raw.get("rules") or []
+            item = rules[loc[1]] if loc[1] < len(rules) else {}
+            name = item.get("name", "unnamed") if isinstance(item, dict) else "unnamed"
+            where = f"rule {loc[1]} ({name}): " + ".".join(str(p) for p in loc[2:])
+        problems.append(f"{where}: {error['msg']}")
+    return "; ".join(problems)

@@ -1,0 +1,93 @@
+"""Anything the pixel step cannot finish or prove clean raises PixelCleaningError (quarantine)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+from pydicom.data import get_testdata_file
+from pydicom.encaps import encapsulate, generate_frames
+
+from node.deid.phi import collect_header_phi
+from node.deid.pixels import PixelCleaner, PixelCleaningError, PixelPolicyError
+from tests.deid.pixels.conftest import POLICY, Clean
+from tests.deid.pixels.synthetic import PATIENT_ID, PATIENT_NAME, Font, Kind, image_dataset, text_mask
+
+
+def _phi_free(message: str) -> bool:
+    return not any(v.lower() in message.lower() for v in (PATIENT_NAME, "DOE", "JANE", PATIENT_ID, "BAPTIST"))
+
+
+def _damaged(name: str, damage: Callable[[bytes], bytes]) -> pydicom.Dataset:
+    ds = pydicom.dcmread(get_testdata_file(name))
+    frames = generate_frames(ds.PixelData, number_of_frames=int(ds.get("NumberOfFrames", 1)))
+    ds.PixelData = encapsulate([damage(frame) for frame in frames])
+    return ds
+
+
+def _noise_after_header(frame: bytes) -> bytes:
+    return frame[:64] + np.random.default_rng(7).integers(0, 256, len(frame) - 64, np.uint8).tobytes()
+
+
+@pytest.mark.parametrize(
+    ("name", "damage"),
+    [
+        ("US1_J2KR.dcm", _noise_after_header),
+        ("US1_J2KR.dcm", lambda frame: frame[: len(frame) // 3]),
+        ("emri_small_jpeg_2k_lossless.dcm", lambda frame: frame[: len(frame) // 2]),
+        ("emri_small_RLE.dcm", lambda frame: frame[:40]),
+    ],
+    ids=["j2k-noise", "j2k-truncated", "j2k-multiframe-truncated", "rle-truncated"],
+)
+def test_corrupted_compressed_pixel_data_fails_closed(clean: Clean, name: str, damage: Callable[[bytes], bytes]) -> None:
+    ds = _damaged(name, damage)
+    with pytest.raises(PixelCleaningError) as error:
+        clean(ds)
+    assert _phi_free(str(error.value))
+
+
+def _policy(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "pixel-policy.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_phi_left_after_masking_fails_closed(tmp_path: Path) -> None:
+    """A policy whose detector never fires but whose region rule masks elsewhere: verification reads the PHI."""
+    (tmp_path / "regions.yaml").write_text(
+        "rules:\n  - name: corner\n    when: {Manufacturer: {equals: SYNTHETIC}}\n    boxes: [[200, 100, 20, 20]]\n"
+    )
+    policy = _policy(tmp_path, "regions: regions.yaml\ndetector: {min_text_contrast: 255}\n")
+    mask = text_mask(256, 256, Font("DejaVuSans.ttf", 12))
+    ds = image_dataset(Kind("MONOCHROME2", 12), "CT", mask)
+    with pytest.raises(PixelCleaningError, match="verification") as error:
+        PixelCleaner.from_policy_file(policy).clean(ds, collect_header_phi(ds))
+    assert _phi_free(str(error.value))
+
+
+def test_timeout_fails_closed() -> None:
+    mask = text_mask(256, 256, Font("DejaVuSans.ttf", 8))
+    ds = image_dataset(Kind("MONOCHROME2", 12), "CT", mask)
+    cleaner = PixelCleaner.from_policy_file(POLICY, timeout_seconds=1e-6)
+    with pytest.raises(PixelCleaningError, match="timed out"):
+        cleaner.clean(ds, collect_header_phi(ds))
+
+
+def test_malformed_policy_names_file_and_rule(tmp_path: Path) -> None:
+    policy = _policy(tmp_path, "rules:\n  - name: ultrasound-all-text\n    when: {modality: [US]}\n    action: blur\n")
+    with pytest.raises(PixelPolicyError) as error:
+        PixelCleaner.from_policy_file(policy)
+    assert str(policy) in str(error.value) and "ultrasound-all-text" in str(error.value)
+
+
+def test_malformed_region_rule_names_file_and_rule(tmp_path: Path) -> None:
+    (tmp_path / "regions.yaml").write_text(
+        "rules:\n  - name: broken-box\n    when: {Rows: {equals: '512'}}\n    boxes: [[0, 0, 10]]\n"
+    )
+    policy = _policy(tmp_path, "regions: regions.yaml\n")
+    with pytest.raises(PixelPolicyError) as error:
+        PixelCleaner.from_policy_file(policy)
+    assert "regions.yaml" in str(error.value) and "broken-box" in str(error.value)
