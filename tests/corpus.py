@@ -66,11 +66,11 @@ def _candidates() -> tuple[tuple[Path, str, str, bool], ...]:
     return tuple(found)
 
 
-def network_corpus(count: int = 36) -> list[Path]:
+def network_corpus(count: int = 36, include: tuple[Path, ...] = ()) -> list[Path]:
     """At least `count` files with distinct instance UIDs: every transfer syntax found, multi-frame
-    files, and several patients."""
-    chosen: list[Path] = []
-    seen_uids: set[str] = set()
+    files, several patients, and the files in `include` (others with their UIDs are left out)."""
+    chosen: list[Path] = list(include)
+    seen_uids: set[str] = {str(pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID) for p in include}
     seen_syntaxes: set[str] = set()
     candidates = _candidates()
     frequency = Counter(syntax for _, _, syntax, _ in candidates)
@@ -89,8 +89,9 @@ def network_corpus(count: int = 36) -> list[Path]:
     return chosen
 
 
-def ultrasound_with_text() -> Path:
-    return Path(get_testdata_file("US1_UNCR.dcm"))
+def multiframe_ultrasound_with_text() -> Path:
+    """Philips CX50, two frames, patient name, ID, institution and date burned into the top 59 rows."""
+    return Path(get_testdata_file("OBXXXX1A_2frame.dcm"))
 
 
 def is_registered(uid: str) -> bool:

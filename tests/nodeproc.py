@@ -131,7 +131,7 @@ def job_counts(config: Path) -> dict[str, int]:
     return counts
 
 
-def wait_until(predicate, timeout: float = 60.0, interval: float = 0.3) -> bool:  # type: ignore[no-untyped-def]
+def wait_until(predicate, timeout: float = 300.0, interval: float = 0.3) -> bool:  # type: ignore[no-untyped-def]
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():

@@ -98,6 +98,13 @@ class JobStore:
             ).all()
         return sorted((ClaimedJob(*row) for row in rows), key=lambda j: j.id)
 
+    def extend_lease(self, job_id: int, owner: str, lease_seconds: float) -> bool:
+        """Keep holding a job that is still being worked on."""
+        with self._sessions.begin() as session:
+            result = session.execute(update(Job).where(Job.id == job_id, Job.lease_owner == owner)
+                                     .values(lease_until=utcnow() + timedelta(seconds=lease_seconds)))
+            return bool(result.rowcount)
+
     def release_dead_owners(self) -> int:
         """Requeue jobs leased by processes of this host that no longer exist (after kill -9)."""
         host = socket.gethostname()[:40]

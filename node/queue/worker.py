@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import structlog
 
@@ -56,7 +58,8 @@ class DeidWorker:
         started = time.perf_counter()
         mappings = RecordingMappings(self.mappings)
         try:
-            outcome = self.deidentifier.run_file(self.spool.path("incoming", job.spool_file), mappings)
+            with self._lease_kept(job):
+                outcome = self.deidentifier.run_file(self.spool.path("incoming", job.spool_file), mappings)
         except DeidentificationError as exc:
             self._quarantine(job, str(exc))
             return
@@ -78,6 +81,27 @@ class DeidWorker:
         log.info("deidentified", job=job.id, patient=outcome.patient_pseudonym, pixels=pixels,
                  seconds=round(finished - started, 4), run_seconds=round(deidentified - started, 4),
                  mappings_seconds=round(committed - deidentified, 4), store_seconds=round(finished - committed, 4))
+
+    @contextmanager
+    def _lease_kept(self, job: ClaimedJob) -> Iterator[None]:
+        """Renew the lease while a long instance (OCR of a cine loop) is being worked on, so that
+        only a worker that died loses its job to another."""
+        done = threading.Event()
+
+        def renew() -> None:
+            while not done.wait(self.lease_seconds / 3):
+                try:
+                    self.jobs.extend_lease(job.id, self.owner, self.lease_seconds)
+                except Exception as exc:  # noqa: BLE001 - a missed renewal only risks duplicate work
+                    log.warning("lease_renewal_failed", job=job.id, error=type(exc).__name__)
+
+        renewer = threading.Thread(target=renew, name=f"lease-{job.id}", daemon=True)
+        renewer.start()
+        try:
+            yield
+        finally:
+            done.set()
+            renewer.join()
 
     def _quarantine(self, job: ClaimedJob, reason: str) -> None:
         if self.jobs.quarantine(job.id, self.owner, reason):

@@ -125,7 +125,7 @@ def test_bad_inputs_are_refused_or_quarantined_and_never_forwarded(tmp_path: Pat
             good = _save(synthetic_ct(patient_id="FAKE-GOOD", name="GOODTEST^PATIENT"), tmp_path / "good.dcm")
             assert _send_raw(port, good) == 0x0000
             assert _send_raw(port, deeply_nested(tmp_path)) == 0x0000
-            assert pacs.wait_for_count(2, timeout=120) == 2
+            assert pacs.wait_for_count(2, timeout=600) == 2
             time.sleep(1.0)
             accepted = [case for case, status in outcomes.items() if status == 0x0000]
             quarantine = deid_node(config, "quarantine", "list").stdout

@@ -31,7 +31,7 @@ def test_instances_wait_while_the_pacs_is_down_and_arrive_when_it_is_back(tmp_pa
             assert "failing to RESEARCH_PACS@127.0.0.1" in status
             time.sleep(2)  # several backoff rounds against a dead port
             pacs.start()
-            assert pacs.wait_for_count(5, timeout=60) == 5
+            assert pacs.wait_for_count(5, timeout=600) == 5
             assert wait_until(lambda: job_counts(config).get("forwarded") == 5)
             assert "forward_retry" in node.log()
 
@@ -53,6 +53,6 @@ def test_after_max_tries_instances_are_quarantined_and_retry_sends_them(tmp_path
             assert len(list((spool / "quarantine").iterdir())) == 3
             pacs.start()
             assert "released 3 quarantined" in deid_node(config, "retry", "--all").stdout
-            assert pacs.wait_for_count(3, timeout=60) == 3
+            assert pacs.wait_for_count(3, timeout=600) == 3
             assert wait_until(lambda: job_counts(config).get("forwarded") == 3)
             assert wait_until(lambda: not any(any((spool / a).iterdir()) for a in ("incoming", "clean", "quarantine")))

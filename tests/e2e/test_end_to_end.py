@@ -10,7 +10,8 @@ from collections.abc import Iterator
 import pydicom
 import pytest
 
-from tests.corpus import is_registered, network_corpus
+from tests.corpus import is_registered, multiframe_ultrasound_with_text, network_corpus
+from tests.nodeproc import SECRET
 from tests.nodeproc import NodeProcess, deid_node, job_counts, wait_until
 from tests.servers import Orthanc, echoscu, storescu, unavailable
 
@@ -41,15 +42,17 @@ def delivered(pacs: Orthanc, tmp_path_factory: pytest.TempPathFactory):  # type:
     from tests.nodeproc import write_config
     from tests.servers import free_port
 
-    files = network_corpus(36)
+    files = network_corpus(36, include=(multiframe_ultrasound_with_text(),))
     port = free_port()
     config = write_config(tmp_path_factory.mktemp("e2e"), port=port, dest_port=pacs.dicom_port, workers=2)
     started = time.monotonic()
     with NodeProcess(config, port) as node:
         storescu(files, port, called_ae="DEID_NODE", calling_ae="MODALITY")
-        pacs.wait_for_count(len(files), timeout=240)
+        pacs.wait_for_count(len(files), timeout=600)
         storescu(files[:3], port, called_ae="DEID_NODE", calling_ae="MODALITY")  # the same instances again
-        assert wait_until(lambda: job_counts(config).get("forwarded") == len(files) + 3, 120), "duplicates stuck"
+        waiting = ("received", "processing", "clean", "forwarding", "failed")
+        wait_until(lambda: not any(job_counts(config).get(s, 0) for s in waiting), 600)
+        counts = job_counts(config)
         deadline = time.monotonic() + 30
         spool = config.parent / "spool"
         while any((spool / area).iterdir() for area in ("incoming", "clean", "tmp")) and time.monotonic() < deadline:
@@ -61,11 +64,14 @@ def delivered(pacs: Orthanc, tmp_path_factory: pytest.TempPathFactory):  # type:
     return {
         "files": files, "config": config, "node_log": node.log(), "seconds": time.monotonic() - started,
         "echo_ok": allowed_echo, "echo_stranger": stranger_echo, "status": status, "patients_csv": patients_csv,
+        "counts": counts,
     }
 
 
 def test_every_sent_instance_arrives_once_even_when_sent_twice(pacs: Orthanc, delivered) -> None:  # type: ignore[no-untyped-def]
-    assert pacs.count() == len(delivered["files"])  # 3 of them were sent twice: same new UIDs, stored once
+    assert delivered["counts"].get("quarantined", 0) == 0, delivered["status"]
+    assert delivered["counts"]["forwarded"] == len(delivered["files"]) + 3  # 3 were sent twice ...
+    assert pacs.count() == len(delivered["files"])  # ... under the same new UIDs, so stored once
     print(f"e2e: {len(delivered['files'])} instances in {delivered['seconds']:.1f} s")
 
 
@@ -122,3 +128,18 @@ def test_node_log_carries_no_patient_identifiers(delivered) -> None:  # type: ig
         for value in (str(ds.get("PatientID", "")), str(ds.get("PatientName", "")), str(ds.SOPInstanceUID)):
             if len(value.strip("^= ")) >= 4:  # "^^^^" is an empty name, not an identifier
                 assert value not in log
+
+
+def test_burned_in_text_of_a_multiframe_ultrasound_arrives_blacked_out(pacs: Orthanc, delivered) -> None:  # type: ignore[no-untyped-def]
+    from node.deid.pseudonyms import KeyedDerivation
+
+    original = pydicom.dcmread(multiframe_ultrasound_with_text())
+    new_uid = KeyedDerivation(SECRET.encode()).uid(str(original.SOPInstanceUID))
+    [stored] = [d for d in map(pacs.dataset, pacs.instances()) if str(d.SOPInstanceUID) == new_uid]
+    before, after = original.pixel_array, stored.pixel_array
+    assert after.shape == before.shape == (2, 600, 800)
+    assert before[:, :59].max() > 200  # the header band carries text ...
+    assert after[:, :59].max() == 0  # ... and arrives black on every frame
+    assert (after[:, 59:] == before[:, 59:]).mean() > 0.99  # the image itself is left alone
+    assert stored.BurnedInAnnotation == "NO"
+    assert "113101" in {item.CodeValue for item in stored.DeidentificationMethodCodeSequence}

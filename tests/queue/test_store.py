@@ -84,3 +84,11 @@ def test_forward_failure_backs_off_then_status_shows_it(jobs: JobStore) -> None:
     assert jobs.requeue(None, from_states=[JobState.FAILED], to_state=JobState.CLEAN) == 1
     [again] = jobs.claim(JobState.FORWARDING, "f:1", 60)
     assert again.forward_attempts == 0
+
+
+def test_a_renewed_lease_is_not_taken_over(jobs: JobStore) -> None:
+    [job_id] = _enqueue(jobs, 1)
+    jobs.claim(JobState.PROCESSING, "w:1", lease_seconds=-1)  # would be claimable now ...
+    assert jobs.extend_lease(job_id, "w:1", 60)  # ... but its worker is alive and renews
+    assert not jobs.claim(JobState.PROCESSING, "w:2", 60)
+    assert not jobs.extend_lease(job_id, "w:2", 60)  # only the holder can renew
