@@ -38,9 +38,24 @@ def child_main(config_path: str, role: str) -> None:
     settings = load_settings(config_path)
     configure_logging(settings.logging.level, settings.logging.format, process=f"{role}-{os.getpid()}")
     stop = _stop_on_signals()
+    _stop_when_orphaned(stop)
     node = Node(settings)
     loop = node.deid_worker() if role == "deid" else node.forwarder()
     loop.run(stop)
+
+
+def _stop_when_orphaned(stop: threading.Event) -> None:
+    """A worker whose supervisor was killed finishes its job and exits; the restarted node
+    spawns fresh ones (the job it held is settled, or its lease runs out)."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while not stop.wait(1.0):
+            if os.getppid() != parent:
+                log.warning("supervisor_gone", parent=parent)
+                stop.set()
+
+    threading.Thread(target=watch, name="orphan-watch", daemon=True).start()
 
 
 class Supervisor:
