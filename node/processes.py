@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import threading
+from collections.abc import Callable
 
 
 def pid_alive(pid: int) -> bool:
@@ -14,3 +16,10 @@ def pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def poll(run_once: Callable[[], bool], stop: threading.Event, idle_seconds: float) -> None:
+    """Call `run_once` until `stop` is set, resting `idle_seconds` whenever it found no work."""
+    while not stop.is_set():
+        if not run_once():
+            stop.wait(idle_seconds)

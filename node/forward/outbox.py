@@ -15,6 +15,7 @@ import structlog
 from node.config import ForwardSettings
 from node.forward.scu import StoreSCU
 from node.persist.models import JobState
+from node.processes import poll
 from node.queue.store import JobStore, worker_identity
 from node.receive.spool import Spool
 
@@ -34,9 +35,7 @@ class Forwarder:
 
     def run(self, stop: threading.Event) -> None:
         log.info("forwarder_started", owner=self.owner, destination=self.scu.name)
-        while not stop.is_set():
-            if not self.run_once():
-                stop.wait(self.poll_seconds)
+        poll(self.run_once, stop, self.poll_seconds)
 
     def backoff(self, attempts: int) -> float:
         return min(self.settings.backoff_max_seconds, self.settings.backoff_initial_seconds * 2.0 ** attempts)

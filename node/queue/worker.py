@@ -18,6 +18,7 @@ from node.deid.pipeline import DeidentificationError, Deidentifier
 from node.deid.pseudonyms import MappingsUnavailable
 from node.persist.mappings import MappingStore, RecordingMappings
 from node.persist.models import JobState
+from node.processes import poll
 from node.queue.store import ClaimedJob, JobStore, worker_identity
 from node.receive.spool import Spool
 
@@ -38,9 +39,7 @@ class DeidWorker:
 
     def run(self, stop: threading.Event) -> None:
         log.info("worker_started", owner=self.owner)
-        while not stop.is_set():
-            if not self.run_once():
-                stop.wait(self.poll_seconds)
+        poll(self.run_once, stop, self.poll_seconds)
         log.info("worker_stopped", owner=self.owner)
 
     def run_once(self) -> bool:
