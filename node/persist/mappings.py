@@ -98,6 +98,9 @@ class Scope:
     study: str | None = None
 
 
+_RECORDED_UIDS_LIMIT = 200_000
+
+
 class MappingStore:
     """Reads and records mappings; each call owns its short transaction."""
 
@@ -106,6 +109,7 @@ class MappingStore:
         self.derivation = derivation
         self.cipher = cipher
         self._patients: dict[str, PatientPseudonym] = {}
+        self._recorded_uids: set[str] = set()  # originals this process already stored
 
     def patient_hash(self, original_id: str) -> str:
         return self.derivation.lookup_hash("patient", original_id)
@@ -141,15 +145,25 @@ class MappingStore:
     def record_uids(self, pairs: Mapping[str, str], *, patient: str | None = None, study: str | None = None) -> None:
         """Record UID pairs handed out by the derivation, with the instance's patient pseudonym and
         new StudyInstanceUID. Rows go in keyed-hash order so that two PostgreSQL transactions
-        inserting overlapping sets lock them in the same order and cannot deadlock."""
+        inserting overlapping sets lock them in the same order and cannot deadlock.
+
+        Study, series and frame-of-reference UIDs repeat in every instance of a series; a UID this
+        process has stored is skipped (the first row wins anyway), saving its hash, encryption and
+        insert on the per-instance path."""
+        new_pairs = {old: new for old, new in pairs.items() if old not in self._recorded_uids}
+        if not new_pairs:
+            return
         rows = sorted(
             (dict(original_hash=self.uid_hash(old), original_encrypted=self.cipher.encrypt(old), new_uid=new,
-                  patient_pseudonym=patient, study_uid=study) for old, new in pairs.items()),
+                  patient_pseudonym=patient, study_uid=study) for old, new in new_pairs.items()),
             key=lambda row: row["original_hash"],
         )
         with self.sessions.begin() as session:
             for part in chunks(rows):
                 insert_ignoring_conflicts(session, UidMapping, part, ["original_hash"])
+        if len(self._recorded_uids) > _RECORDED_UIDS_LIMIT:  # bound the memory of a long-running worker
+            self._recorded_uids.clear()
+        self._recorded_uids.update(new_pairs)
 
     def verify_secret(self) -> None:
         """Raise WrongSecret unless this node's secret decrypts what is stored.
