@@ -40,8 +40,19 @@ def child_main(config_path: str, role: str) -> None:
     stop = _stop_on_signals()
     _stop_when_orphaned(stop)
     node = Node(settings)
+    if role == "deid":
+        _one_thread_each()
     loop = node.deid_worker() if role == "deid" else node.forwarder()
     loop.run(stop)
+
+
+def _one_thread_each() -> None:
+    """The node runs a worker process per core; OpenCV's and tesseract's own thread pools inside
+    each would only contend with the other workers (and cost CPU to synchronise)."""
+    import cv2
+
+    cv2.setNumThreads(1)
+    os.environ["OMP_THREAD_LIMIT"] = "1"
 
 
 def _stop_when_orphaned(stop: threading.Event) -> None:

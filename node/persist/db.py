@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Sequence
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 from alembic import command
 from alembic.config import Config as AlembicConfig
-from sqlalchemy import Connection, Engine, create_engine, event, text
+from sqlalchemy import Connection, Engine, Insert, Table, create_engine, event, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
@@ -110,12 +111,17 @@ def insert_ignoring_conflicts(
     """INSERT ... ON CONFLICT DO NOTHING: get-or-create that two processes can race safely.
 
     `unique` names the constraint whose conflicts are expected; None ignores a conflict on any
-    unique constraint (the caller reads back and decides).
+    unique constraint (the caller reads back and decides). The rows go as parameters of one
+    statement built once per table (executemany), not as a statement built per call.
     """
     if not rows:
         return
-    dialect = session.get_bind().dialect.name
+    statement = _insert_ignoring(session.get_bind().dialect.name, table.__table__,
+                                 tuple(unique) if unique is not None else None)
+    session.execute(statement, list(rows))
+
+
+@lru_cache(maxsize=32)
+def _insert_ignoring(dialect: str, table: Table, unique: tuple[str, ...] | None) -> Insert:
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    target = list(unique) if unique is not None else None
-    statement = insert(table).values(list(rows)).on_conflict_do_nothing(index_elements=target)
-    session.execute(statement)
+    return insert(table).on_conflict_do_nothing(index_elements=list(unique) if unique is not None else None)

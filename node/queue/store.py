@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import Engine, Integer, Update, bindparam, func, insert, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from node.persist.models import AuditEvent, Job, JobState, utcnow
@@ -27,6 +27,39 @@ _CLAIMABLE_FROM = {
 
 def worker_identity() -> str:
     return f"{socket.gethostname()[:40]}:{os.getpid()}"
+
+
+_JOBS = Job.__table__
+_AUDIT = AuditEvent.__table__
+
+
+def _claim_statement(to_state: JobState) -> Update:
+    """The claim UPDATE for one target state, with the node, time, owner and limit as parameters."""
+    due = (
+        select(_JOBS.c.id)
+        .where(
+            _JOBS.c.node == bindparam("b_node"),
+            or_(
+                _JOBS.c.state.in_(bindparam("sources", expanding=True)) & (_JOBS.c.next_attempt_at <= bindparam("now")),
+                (_JOBS.c.state == bindparam("to_state")) & (_JOBS.c.lease_until < bindparam("now")),
+            ),
+        )
+        .order_by(_JOBS.c.next_attempt_at, _JOBS.c.id)
+        .limit(bindparam("limit", type_=Integer))
+        .with_for_update(skip_locked=True)
+        .scalar_subquery()
+    )
+    # Counting de-identification attempts at claim time means an instance that kills its
+    # worker (segfault, out of memory) is seen again with a higher count, and quarantined.
+    counted = {"attempts": _JOBS.c.attempts + 1} if to_state == JobState.PROCESSING else {}
+    return (
+        update(_JOBS)
+        .where(_JOBS.c.id.in_(due))
+        .values(state=bindparam("to_state"), lease_owner=bindparam("owner"), lease_until=bindparam("b_lease_until"),
+                updated_at=bindparam("now"), **counted)
+        .returning(_JOBS.c.id, _JOBS.c.spool_file, _JOBS.c.sop_class_uid, _JOBS.c.attempts,
+                   _JOBS.c.forward_attempts, _JOBS.c.new_sop_instance_uid, _JOBS.c.patient_pseudonym)
+    )
 
 
 @dataclass(frozen=True)
@@ -48,54 +81,58 @@ class QueueStatus:
 
 
 class JobStore:
+    """The per-instance statements (enqueue, claim, settle) are built once and run on a plain
+    connection: each is one short transaction whose cost is the database's, not SQL construction's
+    (building an ORM statement per call cost more than the commit). Administrative calls use the
+    ORM sessions."""
+
     def __init__(self, sessions: sessionmaker[Session], node: str) -> None:
         self._sessions = sessions
+        self._engine: Engine = sessions.kw["bind"]
         self.node = node
+        self._insert_job = insert(_JOBS).returning(_JOBS.c.id)
+        self._insert_audit = insert(_AUDIT)
+        self._claims = {state: _claim_statement(state) for state in _CLAIMABLE_FROM}
+        self._mark_clean = (
+            update(_JOBS)
+            .where(_JOBS.c.id == bindparam("job_id"), _JOBS.c.lease_owner == bindparam("owner"))
+            .values(state=JobState.CLEAN, lease_owner=None, lease_until=None, last_error=None,
+                    next_attempt_at=bindparam("now"), updated_at=bindparam("now"),
+                    new_sop_instance_uid=bindparam("new_uid"), patient_pseudonym=bindparam("pseudonym"))
+        )
+        self._mark_forwarded = (
+            update(_JOBS)
+            .where(_JOBS.c.id.in_(bindparam("ids", expanding=True)), _JOBS.c.lease_owner == bindparam("owner"))
+            .values(state=JobState.FORWARDED, lease_owner=None, lease_until=None, last_error=None,
+                    updated_at=bindparam("now"), destination=bindparam("b_destination"),
+                    forward_attempts=_JOBS.c.forward_attempts + 1)
+            .returning(_JOBS.c.id)
+        )
 
     def enqueue(self, *, spool_file: str, calling_ae: str, sop_class_uid: str, sop_instance_hash: str,
                 size_bytes: int) -> int:
-        with self._sessions.begin() as session:
-            job = Job(node=self.node, state=JobState.RECEIVED, spool_file=spool_file, calling_ae=calling_ae,
-                      sop_class_uid=sop_class_uid, sop_instance_hash=sop_instance_hash, size_bytes=size_bytes,
-                      attempts=0, forward_attempts=0, next_attempt_at=utcnow())
-            session.add(job)
-            session.flush()
-            session.add(AuditEvent(job_id=job.id, event="received", detail=f"sop={sop_instance_hash[:16]}"))
-            return job.id
+        now = utcnow()
+        with self._engine.begin() as connection:
+            job_id = connection.execute(self._insert_job, dict(
+                node=self.node, state=JobState.RECEIVED, spool_file=spool_file, calling_ae=calling_ae,
+                sop_class_uid=sop_class_uid, sop_instance_hash=sop_instance_hash, size_bytes=size_bytes,
+                attempts=0, forward_attempts=0, next_attempt_at=now, received_at=now, updated_at=now,
+            )).scalar_one()
+            connection.execute(self._insert_audit, dict(job_id=job_id, event="received", at=now,
+                                                        detail=f"sop={sop_instance_hash[:16]}"))
+        return int(job_id)
 
     def claim(self, to_state: JobState, owner: str, lease_seconds: float, limit: int = 1) -> list[ClaimedJob]:
-        """Take up to `limit` due jobs (or jobs whose lease expired) into `to_state`."""
+        """Take up to `limit` due jobs (or jobs whose lease expired) into `to_state`.
+
+        One statement: SQLite takes its write lock before reading, PostgreSQL skips rows another
+        claimer has locked; either way no job is handed out twice."""
         now = utcnow()
-        sources = _CLAIMABLE_FROM[to_state]
-        due = (
-            select(Job.id)
-            .where(
-                Job.node == self.node,
-                or_(
-                    Job.state.in_(sources) & (Job.next_attempt_at <= now),
-                    (Job.state == to_state) & (Job.lease_until < now),
-                ),
-            )
-            .order_by(Job.next_attempt_at, Job.id)
-            .limit(limit)
-            .with_for_update(skip_locked=True)
-            .scalar_subquery()
-        )
-        # Counting de-identification attempts at claim time means an instance that kills its
-        # worker (segfault, out of memory) is seen again with a higher count, and quarantined.
-        counted = {"attempts": Job.attempts + 1} if to_state == JobState.PROCESSING else {}
-        # One statement: SQLite takes its write lock before reading, PostgreSQL skips rows
-        # another claimer has locked; either way no job is handed out twice.
-        with self._sessions.begin() as session:
-            rows = session.execute(
-                update(Job)
-                .where(Job.id.in_(due))
-                .values(state=to_state, lease_owner=owner, lease_until=now + timedelta(seconds=lease_seconds),
-                        updated_at=now, **counted)
-                .returning(Job.id, Job.spool_file, Job.sop_class_uid, Job.attempts, Job.forward_attempts,
-                           Job.new_sop_instance_uid, Job.patient_pseudonym)
-                .execution_options(synchronize_session=False)
-            ).all()
+        with self._engine.begin() as connection:
+            rows = connection.execute(self._claims[to_state], dict(
+                b_node=self.node, sources=list(_CLAIMABLE_FROM[to_state]), to_state=to_state, now=now, limit=limit,
+                owner=owner, b_lease_until=now + timedelta(seconds=lease_seconds),
+            )).all()
         return sorted((ClaimedJob(*row) for row in rows), key=lambda j: j.id)
 
     def extend_lease(self, job_id: int, owner: str, lease_seconds: float) -> bool:
@@ -138,9 +175,14 @@ class JobStore:
 
     def mark_clean(self, job_id: int, owner: str, *, new_sop_instance_uid: str, patient_pseudonym: str,
                    detail: str) -> bool:
-        return self._settle(job_id, owner, "deidentified", detail, state=JobState.CLEAN, lease_owner=None,
-                            lease_until=None, next_attempt_at=utcnow(), new_sop_instance_uid=new_sop_instance_uid,
-                            patient_pseudonym=patient_pseudonym, last_error=None)
+        now = utcnow()
+        with self._engine.begin() as connection:
+            settled = connection.execute(self._mark_clean, dict(
+                job_id=job_id, owner=owner, now=now, new_uid=new_sop_instance_uid, pseudonym=patient_pseudonym,
+            )).rowcount
+            if settled:
+                connection.execute(self._insert_audit, dict(job_id=job_id, event="deidentified", detail=detail, at=now))
+        return bool(settled)
 
     def retry_later(self, job_id: int, owner: str, *, state: JobState, error: str, delay_seconds: float,
                     destination: str | None = None) -> bool:
@@ -157,14 +199,13 @@ class JobStore:
         fsync) per batch instead of one per instance. Returns the jobs `owner` still held."""
         if not job_ids:
             return set()
-        with self._sessions.begin() as session:
-            settled = set(session.scalars(
-                update(Job).where(Job.id.in_(job_ids), Job.lease_owner == owner)
-                .values(updated_at=utcnow(), state=JobState.FORWARDED, lease_owner=None, lease_until=None,
-                        destination=destination, last_error=None, forward_attempts=Job.forward_attempts + 1)
-                .returning(Job.id).execution_options(synchronize_session=False)))
-            session.add_all(AuditEvent(job_id=job_id, event="forwarded", detail=destination)
-                            for job_id in sorted(settled))
+        now = utcnow()
+        with self._engine.begin() as connection:
+            settled = set(connection.execute(self._mark_forwarded, dict(
+                ids=list(job_ids), owner=owner, now=now, b_destination=destination)).scalars())
+            if settled:
+                connection.execute(self._insert_audit, [dict(job_id=job_id, event="forwarded", detail=destination, at=now)
+                                                        for job_id in sorted(settled)])
         return settled
 
     def quarantine(self, job_id: int, owner: str | None, reason: str) -> bool:

@@ -7,13 +7,15 @@ from collections.abc import Iterator
 import pydicom
 import pytest
 from pydicom.data import get_testdata_file
-from pynetdicom import AE
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pynetdicom import ALL_TRANSFER_SYNTAXES, AE
+from pynetdicom.sop_class import CTImageStorage
 from sqlalchemy import text
 
 from node.config import load_settings
 from node.factory import Node
 from node.persist.models import JobState
-from node.receive.scp import start_scp
+from node.receive.scp import accepted_contexts, build_ae, start_scp
 
 CT = get_testdata_file("CT_small.dcm")
 
@@ -85,3 +87,30 @@ def test_instance_over_the_size_limit_is_refused(node_config) -> None:  # type: 
         server.shutdown()
     assert result.Status == 0xA700
     assert n.spool.count("incoming") == 0
+
+
+def test_each_association_negotiates_on_its_own_copy_of_the_contexts(node: Node) -> None:
+    """The contexts are copied cheaply per association (see accepted_contexts); what one
+    association negotiates must not leak into the next: two associations asking for different
+    transfer syntaxes of the same SOP class both get exactly what they asked for, and the
+    server's contexts still offer every syntax afterwards."""
+    import copy
+
+    contexts = accepted_contexts(build_ae(node.settings.receive))
+    ct = next(i for i, c in enumerate(contexts) if c.abstract_syntax == CTImageStorage)
+    twin = copy.deepcopy(contexts)
+    twin[ct].transfer_syntax = [ImplicitVRLittleEndian]
+    assert len(contexts[ct].transfer_syntax) == len(ALL_TRANSFER_SYNTAXES)
+    assert [(c.abstract_syntax, c.transfer_syntax) for c in copy.deepcopy(contexts)] == \
+        [(c.abstract_syntax, c.transfer_syntax) for c in contexts]
+
+    ds = pydicom.dcmread(CT)
+    for syntax in (ExplicitVRLittleEndian, ImplicitVRLittleEndian, ExplicitVRLittleEndian):
+        ae = AE(ae_title="MODALITY")
+        ae.add_requested_context(ds.SOPClassUID, syntax)
+        assoc = ae.associate("127.0.0.1", node.settings.receive.port, ae_title=node.settings.receive.ae_title)
+        assert assoc.is_established
+        try:
+            assert [c.transfer_syntax[0] for c in assoc.accepted_contexts] == [syntax]
+        finally:
+            assoc.release()
