@@ -78,10 +78,13 @@ def _send(files: Sequence[Path], port: int, called_ae: str, count: Callable[[], 
     return time.perf_counter() - started
 
 
-def wire(files: Sequence[Path], scratch: Path, timeout: float) -> float:
+def wire(files: Sequence[Path], scratch: Path, timeout: float) -> tuple[float, float]:
+    """Seconds, and the sink's CPU milliseconds per instance (it runs in this process)."""
     port = free_port()
     with Sink(port, scratch / "wire") as sink:
-        return _send(files, port, SINK_AE, lambda: sink.count, timeout)
+        started = time.process_time()
+        seconds = _send(files, port, SINK_AE, lambda: sink.count, timeout)
+        return seconds, (time.process_time() - started) * 1000 / len(files)
 
 
 def _peak_rss_mb(pid: int) -> float:
@@ -110,6 +113,37 @@ class NodeRun:
     seconds: float
     peak_rss_mb: float
     directory: Path
+    cpu_ms_per_instance: dict[str, float]  # CPU time of each node role (and the sink) per instance
+
+
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU of one process so far (0 once it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / _TICKS
+
+
+def _roles(node: NodeProcess) -> dict[int, str]:
+    """Which process does what: the serve process receives; its children say in their first log line."""
+    assert node.process is not None
+    roles = {node.process.pid: "receive"}
+    for line in node.log().splitlines():
+        for event, role in (('"worker_started"', "deidentify"), ('"forwarder_started"', "forward")):
+            if event in line:
+                roles[int(json.loads(line)["owner"].rsplit(":", 1)[1])] = role
+    return roles
+
+
+def _cpu_by_role(roles: dict[int, str]) -> dict[str, float]:
+    totals: dict[str, float] = {}
+    for pid, role in roles.items():
+        totals[role] = totals.get(role, 0.0) + _cpu_seconds(pid)
+    return totals
 
 
 def through_node(files: Sequence[Path], scratch: Path, dest_port: int, dest_aet: str, count: Callable[[], int],
@@ -121,10 +155,16 @@ def through_node(files: Sequence[Path], scratch: Path, dest_port: int, dest_aet:
     _shipped_lease(config)
     with NodeProcess(config, port) as node:
         _wait(lambda: _started_children(node), workers + 1, timeout)  # spawned workers import for seconds
+        roles = _roles(node)
+        before, destination_before = _cpu_by_role(roles), time.process_time()
         seconds = _send(files, port, "DEID_NODE", count, timeout)
+        after = _cpu_by_role(roles)
+        # The sink runs in this process, which only waits meanwhile: its CPU is the destination's.
+        after["destination (sink, when used)"] = time.process_time() - destination_before
         assert node.process is not None
         rss = _peak_rss_mb(node.process.pid)
-    return NodeRun(seconds, rss, directory)
+    cpu = {role: round((after[role] - before.get(role, 0.0)) * 1000 / len(files), 2) for role in after}
+    return NodeRun(seconds, rss, directory, cpu)
 
 
 def _shipped_lease(config: Path) -> None:
@@ -264,10 +304,13 @@ def compare(files: Sequence[Path], scratch: Path, args: argparse.Namespace) -> d
     n, mb = len(files), sum(p.stat().st_size for p in files) / 1e6
     runs: dict[str, list[float]] = {"wire": [], "node": [], "dicognito": []}
     node_runs: list[NodeRun] = []
+    wire_sink_cpu: list[float] = []
     if args.orthanc:
         runs |= {"orthanc": [], "node_orthanc": []}
     for number in range(args.runs):
-        runs["wire"].append(wire(files, scratch, args.timeout))
+        seconds, sink_cpu = wire(files, scratch, args.timeout)
+        runs["wire"].append(seconds)
+        wire_sink_cpu.append(sink_cpu)
         node_runs.append(node_to_sink(files, scratch, args.timeout, args.workers[0]))
         runs["node"].append(node_runs[-1].seconds)
         runs["dicognito"].append(dicognito(files))
@@ -282,6 +325,11 @@ def compare(files: Sequence[Path], scratch: Path, args: argparse.Namespace) -> d
         "node_vs_peer": _ratio(medians["node"], medians["dicognito"]),
         "node_peak_rss_mb": round(max(r.peak_rss_mb for r in node_runs), 1),
         "node_stage_timings": stage_timings(node_runs[len(node_runs) // 2].directory),
+        # Where the CPU goes (2 cores shared by everything): per instance, median run.
+        "cpu_ms_per_instance": {
+            "wire_sink": round(statistics.median(wire_sink_cpu), 2),
+            "node": sorted(node_runs, key=lambda r: r.seconds)[len(node_runs) // 2].cpu_ms_per_instance,
+        },
     }
     if args.orthanc:
         result["node_orthanc_vs_direct_orthanc"] = _ratio(medians["node_orthanc"], medians["orthanc"])

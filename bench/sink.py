@@ -24,7 +24,9 @@ from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts
 from pynetdicom.events import Event
 from pynetdicom.status import Status
 
+from node.config import ReceiveSettings
 from node.network import no_delay_on_open
+from node.receive.scp import accepted_contexts
 
 
 class Sink:
@@ -37,9 +39,13 @@ class Sink:
         self.host = host
         self.count = 0
         self.bytes_received = 0
+        self.associations = 0  # accepted so far: how often a sender paid for negotiation
         self._lock = threading.Lock()
         self._numbers = itertools.count(1)
         self._ae = AE(ae_title=ae_title)
+        # The same acceptor settings as the node's SCP (largest PDU, contexts cheap to copy per
+        # association), so that the ceiling is pynetdicom at its best, not at its defaults.
+        self._ae.maximum_pdu_size = ReceiveSettings().max_pdu
         for context in AllStoragePresentationContexts:
             self._ae.add_supported_context(context.abstract_syntax, ALL_TRANSFER_SYNTAXES)
 
@@ -52,12 +58,23 @@ class Sink:
             self.bytes_received += len(encoded)
         return Status.SUCCESS
 
+    def _accepted(self, event: Event) -> None:
+        with self._lock:
+            self.associations += 1
+
     def start(self) -> Self:
         """Listen in background threads; returns at once."""
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        handlers = [(evt.EVT_CONN_OPEN, no_delay_on_open), (evt.EVT_C_STORE, self._store)]
-        self._ae.start_server((self.host, self.port), block=False, evt_handlers=handlers)
+        handlers = [(evt.EVT_CONN_OPEN, no_delay_on_open), (evt.EVT_ACCEPTED, self._accepted),
+                    (evt.EVT_C_STORE, self._store)]
+        self._ae.start_server((self.host, self.port), block=False, evt_handlers=handlers,
+                              contexts=accepted_contexts(self._ae))
         return self
+
+    @property
+    def open_associations(self) -> int:
+        """Associations established with the sink right now."""
+        return len(self._ae.active_associations)
 
     def stop(self) -> None:
         self._ae.shutdown()
@@ -92,7 +109,8 @@ def main(argv: list[str] | None = None) -> int:
     with Sink(args.port, args.out, args.ae_title, args.host) as sink:
         print(json.dumps({"event": "listening", "port": args.port, "ae_title": args.ae_title}), flush=True)
         stopping.wait()
-    print(json.dumps({"event": "stopped", "received": sink.count, "bytes": sink.bytes_received}), flush=True)
+    print(json.dumps({"event": "stopped", "received": sink.count, "bytes": sink.bytes_received,
+                      "associations": sink.associations}), flush=True)
     return 0
 
 

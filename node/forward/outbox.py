@@ -1,5 +1,8 @@
 """The forwarder loop: claims clean jobs in batches, sends them, settles each one.
 
+Batches follow each other on one association, released once the loop has had no work for
+`forward.idle_release_seconds`, and when it stops.
+
 A success deletes the spool copies; a failure waits with exponential backoff; after the
 configured number of tries the job goes to quarantine (the dead letter), where `retry` can
 send it again later.
@@ -35,7 +38,10 @@ class Forwarder:
 
     def run(self, stop: threading.Event) -> None:
         log.info("forwarder_started", owner=self.owner, destination=self.scu.name)
-        poll(self.run_once, stop, self.poll_seconds)
+        try:
+            poll(self.run_once, stop, self.poll_seconds)
+        finally:
+            self.scu.close()
 
     def backoff(self, attempts: int) -> float:
         return min(self.settings.backoff_max_seconds, self.settings.backoff_initial_seconds * 2.0 ** attempts)
@@ -43,6 +49,7 @@ class Forwarder:
     def run_once(self) -> bool:
         batch = self.jobs.claim(JobState.FORWARDING, self.owner, self.lease_seconds, self.settings.batch_size)
         if not batch:
+            self.scu.release_if_idle(time.monotonic(), self.settings.idle_release_seconds)
             return False
         files = [(self.spool.path("clean", job.spool_file), job.sop_class_uid) for job in batch]
         started = time.perf_counter()

@@ -1,26 +1,40 @@
-"""A C-STORE SCU that sends a batch of clean files over one association and says, per file,
-whether the destination took it.
+"""A C-STORE SCU that keeps one association to the destination open across batches and says,
+per file, whether the destination took it.
 
-Files are sent from disk without being decoded (pynetdicom reads the encoded dataset), in the
-transfer syntax they are stored in.
+The association is reused while it is established and has an accepted presentation context for
+every (SOP class, transfer syntax) pair of the next batch; a batch that needs another pair
+replaces it with one proposing the pairs seen so far. It is released after a while without
+work (`release_if_idle`) and on `close`; one the peer aborted (a restart, its idle timeout) is
+noticed before the next batch and replaced.
+
+Files are sent from disk without being decoded, in the transfer syntax they are stored in:
+the file meta is read here (to learn the pair to negotiate) and pynetdicom streams the encoded
+dataset after it (STORE_SEND_CHUNKED_DATASET).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import time
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import structlog
 from pydicom.filereader import read_file_meta_info
-from pynetdicom import AE, _config
+from pynetdicom import AE, _config, build_context
+from pynetdicom.association import Association
 from pynetdicom.status import code_to_category
 
 from node.config import Destination
 from node.network import client_tls_context, no_delay
 
+log = structlog.get_logger(__name__)
+
 # C-STORE warnings that still mean "stored" (PS3.4 B.2.3): coercion, elements discarded, mismatch.
 STORED_WARNINGS = frozenset({0xB000, 0xB006, 0xB007})
-MAX_CONTEXTS = 128
+MAX_CONTEXTS = 128  # presentation context IDs are the odd numbers 1 to 255
+
+Pair = tuple[str, str]  # (SOP class UID, transfer syntax UID)
 
 
 @dataclass(frozen=True)
@@ -29,56 +43,207 @@ class SendResult:
     detail: str  # PHI-free: a status code or a short reason
 
 
+NOT_ACCEPTED = SendResult(False, "not accepted by destination")
+LOST = SendResult(False, "association lost")
+NO_RESPONSE = SendResult(False, "no response (timeout or association aborted)")
+
+
+@dataclass(frozen=True)
+class _File:
+    """A clean file as its file meta describes it."""
+
+    path: Path
+    sop_class: str
+    sop_instance: str
+    syntax: str
+
+    @property
+    def pair(self) -> Pair:
+        return (self.sop_class, self.syntax)
+
+
+def _read_meta(path: Path, sop_class: str) -> _File | SendResult:
+    """The file meta, for the pair to negotiate. The file's own SOP class is what is negotiated and sent; the job's stands in only where it lacks one."""
+    try:
+        meta = read_file_meta_info(path)
+        return _File(path, str(meta.get("MediaStorageSOPClassUID") or sop_class),
+                     str(meta.MediaStorageSOPInstanceUID), str(meta.TransferSyntaxUID))
+    except Exception as exc:  # noqa: BLE001 - a missing or damaged file fails alone, not its batch
+        return SendResult(False, f"unreadable file ({type(exc).__name__})")
+
+
+class _Open:
+    """The association in use and what was negotiated on it."""
+
+    def __init__(self, assoc: Association, proposed: Sequence[Pair]) -> None:
+        self.assoc = assoc
+        self.contexts: dict[Pair, int] = {(str(cx.abstract_syntax), str(cx.transfer_syntax[0])): int(cx.context_id)
+                                          for cx in assoc.accepted_contexts}
+        self.rejected = frozenset(proposed) - self.contexts.keys()
+        self.opened = time.monotonic()
+        self.last_used = self.opened
+        self.sent = 0
+        self.lost = False  # set when a C-STORE found the connection closed
+
+    @property
+    def alive(self) -> bool:
+        return not self.lost and bool(self.assoc.is_established) and not self.assoc.acse.is_aborted()
+
+    def serves(self, pairs: Iterable[Pair]) -> bool:
+        return self.alive and all(pair in self.contexts for pair in pairs)
+
+
 class StoreSCU:
+    """Sends batches of clean files to one destination. Not thread-safe: one forwarder loop uses it."""
+
     def __init__(self, calling_ae_title: str, destination: Destination, timeout: float) -> None:
-        # Send the clean file's bytes as they are on disk: no second parse, no re-encoding.
+        # Send the clean file's bytes as they are on disk: no parse of the dataset, no re-encoding.
         _config.STORE_SEND_CHUNKED_DATASET = True
         self.calling_ae_title = calling_ae_title
         self.destination = destination
         self.timeout = timeout
+        self._ae = AE(ae_title=calling_ae_title)
+        self._ae.acse_timeout = self._ae.dimse_timeout = self._ae.network_timeout = timeout
+        self._open: _Open | None = None
+        # Pairs sent so far, least recently needed first; a pair the destination rejected is left
+        # out of later proposals until a batch needs it again.
+        self._recent: dict[Pair, None] = {}
 
     @property
     def name(self) -> str:
         return f"{self.destination.ae_title}@{self.destination.host}:{self.destination.port}"
 
     def send(self, files: Sequence[tuple[Path, str]]) -> list[SendResult]:
-        """Send (path, sop_class_uid) pairs; one result per file, in order."""
-        contexts: dict[tuple[str, str], None] = {}
-        syntaxes = []
-        for path, sop_class in files:
-            syntax = str(read_file_meta_info(path).TransferSyntaxUID)
-            syntaxes.append(syntax)
-            contexts[(sop_class, syntax)] = None
-        ae = AE(ae_title=self.calling_ae_title)
-        ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = self.timeout
-        for sop_class, syntax in list(contexts)[:MAX_CONTEXTS]:
-            ae.add_requested_context(sop_class, syntax)
-        tls = self.destination.tls
-        tls_args = (client_tls_context(tls), tls.server_hostname or self.destination.host) if tls else None
-        assoc = ae.associate(self.destination.host, self.destination.port, ae_title=self.destination.ae_title,
-                             tls_args=tls_args)
-        if not assoc.is_established:
-            reason = "association rejected" if assoc.is_rejected else "destination unreachable"
-            return [SendResult(False, reason)] * len(files)
-        no_delay(assoc)
-        results = []
-        try:
-            for (path, _), syntax in zip(files, syntaxes, strict=True):
-                results.append(self._send_one(assoc, path) if assoc.is_established
-                               else SendResult(False, "association lost"))
-        finally:
-            if assoc.is_established:
-                assoc.release()
+        """Send (path, sop_class_uid) pairs; one result per file, in order. Never raises for a
+        file or the destination: a failure is that file's result."""
+        read = [_read_meta(path, sop_class) for path, sop_class in files]
+        batch = [item for item in read if isinstance(item, _File)]
+        needed = list(dict.fromkeys(item.pair for item in batch))
+        for pair in needed:
+            self._recent.pop(pair, None)
+            self._recent[pair] = None
+        while len(self._recent) > MAX_CONTEXTS:  # no proposal holds more
+            del self._recent[next(iter(self._recent))]
+        sent: dict[int, SendResult] = {}
+        if batch:
+            sent = self._send_batch(batch, needed)
+        return [sent[id(item)] if isinstance(item, _File) else item for item in read]
+
+    def release_if_idle(self, now: float, idle_seconds: float) -> bool:
+        """Release the association when nothing was sent on it for `idle_seconds` (monotonic `now`);
+        whether it was released. An association found dead is forgotten either way."""
+        current = self._open
+        if current is None:
+            return False
+        if not current.alive:
+            self._forget("closed while idle")
+            return False
+        if now - current.last_used < idle_seconds:
+            return False
+        self._release("idle")
+        return True
+
+    def close(self) -> None:
+        """Release the association, if one is open (the forwarder stops)."""
+        if self._open is not None:
+            self._release("stop")
+
+    def _send_batch(self, batch: Sequence[_File], needed: Sequence[Pair]) -> dict[int, SendResult]:
+        """Results by id() of each file. A reused association found dead at the first file (the peer
+        closed it while it was idle, unnoticed until now) is replaced once; after that, a lost
+        association fails the rest of the batch."""
+        reused = self._open
+        current = self._association_for(needed)
+        results: dict[int, SendResult] = {}
+        for item in batch:
+            if isinstance(current, SendResult):
+                results[id(item)] = current
+                continue
+            result = self._store(current, item)
+            if result is LOST and current is reused and not results:
+                self._forget("closed while idle")
+                current = self._associate(needed)
+                result = current if isinstance(current, SendResult) else self._store(current, item)
+            results[id(item)] = result
+        if isinstance(current, _Open) and not current.alive:
+            self._forget("lost during batch")
         return results
 
-    @staticmethod
-    def _send_one(assoc, path: Path) -> SendResult:  # type: ignore[no-untyped-def]
+    def _association_for(self, needed: Sequence[Pair]) -> _Open | SendResult:
+        """The open association if it serves every pair needed, else a new one (or why not)."""
+        current = self._open
+        if current is not None and current.serves(needed):
+            return current
+        if current is not None and current.alive:
+            self._release("new contexts")
+        elif current is not None:
+            self._forget("closed while idle")
+        return self._associate(needed)
+
+    def _proposal(self, needed: Sequence[Pair]) -> list[Pair]:
+        """This batch's pairs first, then those seen before, most recently needed first, leaving
+        out those the destination rejected; at most MAX_CONTEXTS."""
+        wanted = set(needed)
+        earlier = [pair for pair in reversed(self._recent) if pair not in wanted]
+        return [*needed, *earlier][:MAX_CONTEXTS]
+
+    def _associate(self, needed: Sequence[Pair]) -> _Open | SendResult:
+        proposed = self._proposal(needed)
+        tls = self.destination.tls
+        tls_args = (client_tls_context(tls), tls.server_hostname or self.destination.host) if tls else None
+        assoc = self._ae.associate(self.destination.host, self.destination.port,
+                                   contexts=[build_context(*pair) for pair in proposed],
+                                   ae_title=self.destination.ae_title, tls_args=tls_args)
+        if not assoc.is_established:
+            reason = "association rejected" if assoc.is_rejected else "destination unreachable"
+            log.warning("association_failed", destination=self.name, reason=reason, contexts=len(proposed))
+            return SendResult(False, reason)
+        no_delay(assoc)
+        current = self._open = _Open(assoc, proposed)
+        for pair in current.rejected:  # remembered: not proposed again unless a batch needs it
+            self._recent.pop(pair, None)
+        log.info("association_opened", destination=self.name, contexts=len(proposed),
+                 accepted=len(current.contexts), rejected=len(current.rejected))
+        return current
+
+    def _release(self, reason: str) -> None:
+        current, self._open = self._open, None
+        if current is None:
+            return
+        if current.alive:
+            current.assoc.release()
+        self._log_end("association_released", current, reason)
+
+    def _forget(self, reason: str) -> None:
+        """Drop an association that is gone (aborted by the peer, timed out, connection lost)."""
+        current, self._open = self._open, None
+        if current is not None:  # its own threads have ended it (or are about to)
+            self._log_end("association_lost", current, reason)
+
+    def _log_end(self, event: str, current: _Open, reason: str) -> None:
+        log.info(event, destination=self.name, reason=reason, instances=current.sent,
+                 seconds=round(time.monotonic() - current.opened, 3))
+
+    def _store(self, current: _Open, item: _File) -> SendResult:
+        """One C-STORE of the file, streamed from disk by pynetdicom (STORE_SEND_CHUNKED_DATASET)."""
+        if item.pair not in current.contexts:
+            return NOT_ACCEPTED
+        if not current.alive:
+            return LOST
+        started = time.monotonic()
         try:
-            status = assoc.send_c_store(path)
-        except ValueError as exc:  # no accepted presentation context for this SOP class/syntax
-            return SendResult(False, f"not accepted by destination ({type(exc).__name__})")
+            status = current.assoc.send_c_store(item.path)
+        except (OSError, ValueError) as exc:  # the file went away or broke after its meta was read
+            if current.assoc.is_established:
+                current.assoc.abort()  # its command may be on the wire: the peer would wait for the rest
+            return SendResult(False, f"unreadable file ({type(exc).__name__})")
+        current.last_used = time.monotonic()
         if not status or "Status" not in status:
-            return SendResult(False, "no response (timeout or association aborted)")
+            if current.last_used - started < self.timeout:  # no DIMSE timeout: the peer closed it
+                current.lost = True  # (a restart, its idle timeout): the batch may try a new one
+                return LOST
+            return NO_RESPONSE
+        current.sent += 1
         code = int(status.Status)
         if code == 0x0000 or code in STORED_WARNINGS:
             return SendResult(True, f"0x{code:04X}")

@@ -1,0 +1,109 @@
+"""The forwarder loop sends its batches over one association, releases it after
+`forward.idle_release_seconds` without work, and when it stops."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import pytest
+
+from bench.sink import Sink
+from node.config import Destination, ForwardSettings
+from node.forward.outbox import Forwarder
+from node.forward.scu import StoreSCU
+from node.persist.db import make_engine, make_session_factory, upgrade
+from node.persist.models import JobState
+from node.queue.store import JobStore
+from node.receive.spool import Spool
+from tests.nodeproc import wait_until
+from tests.servers import free_port
+from tests.synthetic import write_series
+
+CT_IMAGE = "1.2.840.10008.5.1.4.1.1.2"
+
+
+@pytest.fixture
+def jobs(tmp_path: Path) -> JobStore:
+    url = f"sqlite:///{tmp_path / 'q.db'}"
+    upgrade(url)
+    return JobStore(make_session_factory(make_engine(url)), "n1")
+
+
+@pytest.fixture
+def spool(tmp_path: Path) -> Spool:
+    return Spool(tmp_path / "spool")
+
+
+@pytest.fixture
+def sink(tmp_path: Path) -> Iterator[Sink]:
+    with Sink(free_port(), tmp_path / "sink") as server:
+        yield server
+
+
+def _add_clean_jobs(jobs: JobStore, spool: Spool, files: Sequence[Path]) -> None:
+    """Jobs as a deid worker leaves them: the clean file in the spool, the job waiting to be forwarded."""
+    for path in files:
+        name = spool.new_name()
+        spool.write("clean", name, path.read_bytes())
+        job_id = jobs.enqueue(spool_file=name, calling_ae="MODALITY", sop_class_uid=CT_IMAGE,
+                              sop_instance_hash=name.ljust(64, "0"), size_bytes=path.stat().st_size)
+        [claimed] = jobs.claim(JobState.PROCESSING, "w:1", 60)
+        assert claimed.id == job_id
+        assert jobs.mark_clean(job_id, "w:1", new_sop_instance_uid=f"2.25.{job_id}", patient_pseudonym="P",
+                               detail="")
+
+
+class _Running:
+    """Forwarder.run in a thread, as the forwarder process runs it."""
+
+    def __init__(self, jobs: JobStore, spool: Spool, sink: Sink, idle_release_seconds: float) -> None:
+        destination = Destination(ae_title=sink.ae_title, host="127.0.0.1", port=sink.port)
+        settings = ForwardSettings(destination=destination, batch_size=4, timeout_seconds=10,
+                                   idle_release_seconds=idle_release_seconds)
+        scu = StoreSCU(settings.calling_ae_title, destination, settings.timeout_seconds)
+        self.forwarder = Forwarder(jobs, spool, scu, settings, lease_seconds=60, poll_seconds=0.05)
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.forwarder.run, args=(self.stop,))
+
+    def __enter__(self) -> _Running:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join(30)
+        assert not self.thread.is_alive()
+
+
+def test_batches_share_one_association_released_after_the_idle_seconds(
+    jobs: JobStore, spool: Spool, sink: Sink, tmp_path: Path
+) -> None:
+    files = write_series(tmp_path / "ct", 16)
+    _add_clean_jobs(jobs, spool, files[:12])
+    with _Running(jobs, spool, sink, idle_release_seconds=1.0):
+        assert wait_until(lambda: sink.count == 12, timeout=60, interval=0.02)
+        stored = time.monotonic()
+        assert sink.associations == 1  # three batches of four
+        assert sink.open_associations == 1
+        assert wait_until(lambda: sink.open_associations == 0, timeout=10, interval=0.02)
+        assert 0.5 <= time.monotonic() - stored < 5
+        assert wait_until(lambda: jobs.status().by_state.get("forwarded") == 12, timeout=10)
+        assert spool.count("clean") == 0
+
+        _add_clean_jobs(jobs, spool, files[12:])  # more work after the release: a new association
+        assert wait_until(lambda: sink.count == 16, timeout=60, interval=0.02)
+        assert sink.associations == 2
+
+
+def test_stopping_the_forwarder_releases_its_association(
+    jobs: JobStore, spool: Spool, sink: Sink, tmp_path: Path
+) -> None:
+    _add_clean_jobs(jobs, spool, write_series(tmp_path / "ct", 4))
+    with _Running(jobs, spool, sink, idle_release_seconds=3600):
+        assert wait_until(lambda: sink.count == 4, timeout=60, interval=0.02)
+        time.sleep(0.3)  # several idle polls: the association stays
+        assert sink.open_associations == 1
+    assert wait_until(lambda: sink.open_associations == 0, timeout=10, interval=0.02)
