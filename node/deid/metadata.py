@@ -8,6 +8,7 @@ dispatches on the single code. It never converts an element it keeps unless it m
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from dataclasses import dataclass
 from functools import lru_cache
@@ -15,8 +16,9 @@ from typing import Callable, Mapping
 
 import pydicom
 import structlog
-from pydicom.datadict import dictionary_VR, get_entry
-from pydicom.dataelem import DataElement
+from pydicom import config
+from pydicom.datadict import dictionary_VR, get_entry, private_dictionary_VR
+from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
@@ -43,7 +45,8 @@ _METHOD_CODES = 0x00120064
 _TEMPORAL_MODIFIED = 0x00280303
 # A profile's X must not break the IOD: where the attribute is Type 1 or 2, it becomes D or Z.
 _REMOVE_UNLESS_REQUIRED = "X/Z/D"
-_DELETE = private_rules.PrivateRule(private_rules.DELETE, "UN")
+# Printable ASCII but the value separator, maybe padded with a NUL: the same text in every charset.
+_PLAIN_CREATOR = re.compile(rb"[ -\[\]-~]*\x00?")
 
 
 @dataclass(frozen=True)
@@ -72,13 +75,27 @@ def _vr_of(tag: int) -> str:
 _LOOK_INSIDE_ON_KEEP = frozenset({"SQ", "AS", "UN"})
 
 
-def _declare_vr(ds: Dataset, tag: int, vr: str) -> None:
-    """Give an implicit-VR private element (read as UN) the VR the safe list knows for it."""
-    element = ds[tag]
-    if element.VR == "UN" and vr not in ("UN", "") and isinstance(element.value, bytes):
-        text = element.value.decode("latin-1").rstrip("\x00 ")
-        if vr in STR_VR:
-            ds[tag] = DataElement(tag, vr, text.split("\\") if "\\" in text else text)
+def _converted_vr(raw: DataElement | RawDataElement, creator: str) -> str:
+    """The VR pydicom gives a private element when it converts it, found without converting it.
+
+    As pydicom.hooks.raw_element_vr does: an element read with its VR keeps it; one read without
+    (implicit VR) or read as UN takes it from pydicom's private dictionary for its creator, else UN
+    (pydicom's public dictionary, which it asks first, has no private tags).
+    """
+    vr = raw.VR
+    if isinstance(raw, DataElement) or (vr is not None and (vr != "UN" or not config.replace_un_with_known_vr)):
+        return vr
+    try:
+        return private_dictionary_VR(raw.tag, creator)
+    except KeyError:
+        return "UN"
+
+
+def _with_declared_vr(tag: int, vr: str, value: bytes) -> DataElement:
+    """An UN private element's bytes as the text the safe list says they are (implicit VR files
+    only say UN), so that its value can be read and rewritten."""
+    text = value.decode("latin-1").rstrip("\x00 ")
+    return DataElement(tag, vr, text.split("\\") if "\\" in text else text)
 
 
 class _Pass:
@@ -112,8 +129,10 @@ class _Pass:
 
     # -- the walk ---------------------------------------------------------------------------
     def walk(self, ds: Dataset) -> None:
+        private_tags = []
         for tag in list(ds.keys()):
             if tag >> 16 & 1:
+                private_tags.append(tag)
                 continue
             rule = self._rule_of(tag)
             code = rule.code
@@ -123,7 +142,7 @@ class _Pass:
                 code = resolve_combined(_REMOVE_UNLESS_REQUIRED, self.profile.attribute_types.type_of(tag, self.sop_class_uid))
             self.counts[code] += 1
             self._handlers[code](ds, tag, rule)
-        self._private(ds)
+        self._private(ds, private_tags)
 
     def _items(self, element: DataElement) -> None:
         for item in element.value:
@@ -226,8 +245,7 @@ class _Pass:
         element.value = new if len(new) > 1 else new[0]
 
     # -- private attributes -----------------------------------------------------------------
-    def _private(self, ds: Dataset) -> None:
-        private_tags = [t for t in ds.keys() if t >> 16 & 1]
+    def _private(self, ds: Dataset, private_tags: list[int]) -> None:
         if not private_tags:
             return
         if self.profile.private.code != "C":
@@ -239,30 +257,61 @@ class _Pass:
 
     def _safe_private(self, ds: Dataset, private_tags: list[int]) -> None:
         kept_blocks: set[int] = set()
+        blocks: dict[int, tuple[str, Mapping[int, private_rules.PrivateRule]]] = {}
         for tag in private_tags:
             element_number = tag & 0xFFFF
             if element_number <= 0xFF:
                 continue
             creator_tag = (tag & 0xFFFF0000) | (element_number >> 8)
-            creator = ds.get(creator_tag)
-            rule = (
-                self.profile.safe_private.rule(tag >> 16, creator.value, element_number & 0xFF)
-                if creator is not None and isinstance(creator.value, str)
-                else _DELETE
-            )
-            if rule.disposition != private_rules.DELETE:
-                _declare_vr(ds, tag, rule.vr)
-            if self._private_element(ds, tag, rule.disposition):
+            if creator_tag not in blocks:
+                blocks[creator_tag] = self._block(ds, creator_tag)
+            creator, rules = blocks[creator_tag]
+            rule = rules.get(element_number & 0xFF)
+            if rule is None:
+                self._delete_private(ds, tag)
+            elif self._private_element(ds, tag, creator, rule):
                 kept_blocks.add(creator_tag)
         for tag in private_tags:
             if tag & 0xFFFF <= 0xFF and tag not in kept_blocks:
                 del ds[tag]
 
-    def _private_element(self, ds: Dataset, tag: int, disposition: str) -> bool:
+    def _block(self, ds: Dataset, creator_tag: int) -> tuple[str, Mapping[int, private_rules.PrivateRule]]:
+        """A block's creator and the safe list's rules for it, by element byte (none without one)."""
+        creator = _creator(ds, creator_tag)
+        if creator is None:
+            return "", {}
+        return creator, self.profile.safe_private.block(creator_tag >> 16, creator)
+
+    def _delete_private(self, ds: Dataset, tag: int) -> bool:
+        del ds[tag]
+        self.counts["X"] += 1
+        return False
+
+    def _private_element(self, ds: Dataset, tag: int, creator: str, rule: private_rules.PrivateRule) -> bool:
+        """Act on one private element; a kept one is left as read (raw, written back as its own
+        bytes) unless it is a sequence to look inside or its VR must be set."""
+        disposition = rule.disposition
         if disposition == private_rules.DELETE:
-            del ds[tag]
-            self.counts["X"] += 1
-            return False
+            return self._delete_private(ds, tag)
+        raw = ds.get_item(tag)
+        vr = _converted_vr(raw, creator)
+        if vr == "UN" and rule.vr in STR_VR and isinstance(raw.value, bytes):
+            ds[tag] = raw = _with_declared_vr(tag, rule.vr, raw.value)
+            vr = rule.vr
+        elif vr == "UN" and rule.vr == "SQ" and isinstance(raw, RawDataElement):
+            # A sequence only the safe list knows, read as opaque bytes (implicit VR): its items
+            # may hold anything, so it is read as the sequence it is and cleaned, or dropped.
+            ds[tag] = raw._replace(VR="SQ")
+            try:
+                ds[tag]  # noqa: B018 - converting reads the items
+            except Exception:  # noqa: BLE001 - bytes that are no sequence: nothing safe to keep
+                return self._delete_private(ds, tag)
+            vr = "SQ"
+        if disposition == private_rules.KEEP and vr != "SQ":
+            if raw.VR not in (None, vr):  # read as UN, known to pydicom: written with its VR, as ever
+                ds[tag]  # noqa: B018 - converting is what gives it that VR
+            self.counts["K"] += 1
+            return True
         element = ds[tag]
         if disposition == private_rules.HASH_UID and element.VR in _UID_LIKE_VRS:
             self._map_strings(element, self._new_uid)
@@ -275,8 +324,22 @@ class _Pass:
                 self._items(element)
             self.counts["K"] += 1
         else:  # a UID or date in a VR this node cannot rewrite safely
-            return self._private_element(ds, tag, private_rules.DELETE)
+            return self._delete_private(ds, tag)
         return True
+
+
+def _creator(ds: Dataset, creator_tag: int) -> str | None:
+    """The Private Creator reserving a block, or None where it is missing or not one string.
+
+    A creator read as LO in printable ASCII (as good as all are) is decoded here, as pydicom
+    would in any character set, and stays raw: written back as read, not re-encoded.
+    """
+    raw = ds.get_item(creator_tag)
+    value = raw.value if isinstance(raw, RawDataElement) and raw.VR in (None, "LO") else None
+    if isinstance(value, bytes) and _PLAIN_CREATOR.fullmatch(value):
+        return value.decode("ascii").rstrip("\x00 ")
+    element = ds.get(creator_tag)
+    return element.value if element is not None and isinstance(element.value, str) else None
 
 
 class MetadataDeidentifier:

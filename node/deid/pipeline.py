@@ -7,13 +7,13 @@ instance (fail closed) rather than forward something half-cleaned.
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
 from pathlib import Path
 
 import pydicom
 
 from node.deid.metadata import MetadataDeidentifier, MetadataReport
+from node.deid.part10 import part10
 from node.deid.phi import collect_header_phi
 from node.deid.pixels import PixelCleaner, PixelCleaningError, PixelOutcome
 from node.deid.pseudonyms import Mappings, MappingsUnavailable
@@ -63,11 +63,9 @@ class Deidentifier:
         phi = collect_header_phi(ds)
         pixel_outcome = self.pixels.clean(ds, phi) if self.pixels is not None else None
         report = self.metadata.apply(ds, mappings, phi)
-        buffer = io.BytesIO()
-        ds.save_as(buffer, enforce_file_format=True)
+        data = part10(ds)
         study = str(ds.StudyInstanceUID) if "StudyInstanceUID" in ds else None
-        return DeidOutcome(buffer.getvalue(), str(ds.SOPInstanceUID), study, report.patient.patient_id, report,
-                           pixel_outcome)
+        return DeidOutcome(data, str(ds.SOPInstanceUID), study, report.patient.patient_id, report, pixel_outcome)
 
 
 def _require(ds: pydicom.Dataset) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from types import MappingProxyType
 from typing import Mapping
@@ -35,6 +36,7 @@ class PrivateRule:
 
 
 _UNLISTED = PrivateRule(DELETE, "UN")
+_NO_RULES: Mapping[int, PrivateRule] = MappingProxyType({})
 
 
 @dataclass(frozen=True)
@@ -48,7 +50,18 @@ class PrivateSafeList:
         return cls(MappingProxyType({}))
 
     def rule(self, group: int, creator: str, element_byte: int) -> PrivateRule:
-        return self.entries.get((group, creator_key(creator), element_byte), _UNLISTED)
+        return self.block(group, creator).get(element_byte, _UNLISTED)
+
+    def block(self, group: int, creator: str) -> Mapping[int, PrivateRule]:
+        """The rules for one creator's block by element byte, looked up once for all its elements."""
+        return self._blocks.get((group, creator_key(creator)), _NO_RULES)
+
+    @cached_property
+    def _blocks(self) -> Mapping[tuple[int, str], Mapping[int, PrivateRule]]:
+        blocks: dict[tuple[int, str], dict[int, PrivateRule]] = {}
+        for (group, creator, element_byte), rule in self.entries.items():
+            blocks.setdefault((group, creator), {})[element_byte] = rule
+        return blocks
 
     def __len__(self) -> int:
         return len(self.entries)

@@ -38,3 +38,4 @@ def test_images_without_text_keep_pixel_bytes_and_transfer_syntax(deidentifier: 
     assert clean.SOPInstanceUID != original.SOPInstanceUID
     assert clean.file_meta.MediaStorageSOPInstanceUID == clean.SOPInstanceUID
     assert clean.PatientIdentityRemoved == "YES"
+
