@@ -2,15 +2,18 @@
 
 Order of work for one instance: region rules for its device signature; the cheap detector on
 every frame; OCR of each distinct candidate region once (cine loops repeat their text on every
-frame); whole-frame OCR where the policy says "ocr" (BurnedInAnnotation=YES always does); mask;
-read the masked frames again; write back only if a pixel changed.
+frame), with whole frames where the policy says "ocr" (BurnedInAnnotation=YES always does), all
+in one tesseract call; mask; detect again on the masked frames and read what the masks changed
+(and whole frames where the policy's verification asks for them), again in one call; write back
+only if a pixel changed. A tesseract call costs ~0.15 s before it reads anything, so the number
+of calls, not the number of regions, sets the price of an image with text.
 """
 
 from __future__ import annotations
 
 import hashlib
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -18,12 +21,15 @@ import pydicom
 import structlog
 
 from node.deid.phi import HeaderPhi
-from node.deid.pixels.codec import Frames, Span, decode, display_gray, fill_value, write_back
-from node.deid.pixels.detect import Rect, find_text
+from node.deid.pixels.codec import Frames, Span, decode, display, fill_value, write_back
+from node.deid.pixels.detect import Rect, find_text, spanning
+from node.deid.pixels.image_area import inside_any, ultrasound_regions
 from node.deid.pixels.match import PhiMatcher, PresidioPatterns
 from node.deid.pixels.ocr import ALL_READINGS, GREY, Crop, Word, read_crops
 from node.deid.pixels.outcome import PixelCleaningError, PixelOutcome
-from node.deid.pixels.policy import Action, Decision, DetectorSettings, MaskScope, PixelPolicy, load_policy
+from node.deid.pixels.policy import (
+    Action, Decision, DetectorSettings, MaskScope, OcrSettings, PixelPolicy, load_policy,
+)
 from node.deid.pixels.redact import mark_clean, mask_rect, paint
 from node.deid.pixels.regions import matching_boxes
 
@@ -52,10 +58,14 @@ class _Found:
     ocr_frames: set[int] = field(default_factory=set)
     candidates: int = 0
     text_hits: int = 0  # rectangles placed because of text OCR read
+    outside_hits: int = 0  # rectangles placed, unread, over text outside the image areas
 
-    def add(self, frame: int | None, rect: Rect) -> None:
+    def add(self, frame: int | None, rect: Rect, *, read: bool = True) -> None:
         """Black out `rect` on one frame, or on every frame when `frame` is None."""
-        self.text_hits += 1
+        if read:
+            self.text_hits += 1
+        else:
+            self.outside_hits += 1
         if frame is None:
             self.every_frame.add(rect)
         else:
@@ -63,8 +73,6 @@ class _Found:
 
     def rects(self) -> set[Rect]:
         return self.every_frame.union(*self.per_frame.values())
-
-
 
 
 @dataclass(frozen=True)
@@ -80,82 +88,107 @@ class _View:
     def of(
         cls, frames: Frames, index: int, ds: pydicom.Dataset, settings: DetectorSettings, span: Span | None = None
     ) -> "_View":
-        gray, span = display_gray(frames.values[index], frames.photometric, ds, span)
+        gray, colour, span = display(frames.values[index], frames.photometric, ds, span)
         highlight = frames.photometric.startswith("MONOCHROME")  # bone: bright text on bright anatomy
-        strokes, candidates = find_text(gray, settings, highlight=highlight)
+        strokes, candidates = find_text(gray, settings, highlight=highlight, colour=colour)
         return cls(gray, strokes, candidates, span)
 
-    def crop(self, rect: Rect) -> Crop:
+    def crop(self, rect: Rect, own: Rect | None = None) -> Crop:
+        """`rect` of the frame; with `own` (the candidate inside it), strokes outside `own` are
+        dropped: they belong to neighbouring lines, and tesseract would read their cut-off tops
+        and bottoms as words ("----"), at a cost and with nothing to find."""
         window = (slice(rect.y, rect.y + rect.h), slice(rect.x, rect.x + rect.w))
-        return Crop(self.gray[window], self.strokes[window], rect)
+        strokes = self.strokes[window]
+        if own is not None and own != rect:
+            kept = np.zeros_like(strokes)
+            inner = (slice(own.y - rect.y, own.y - rect.y + own.h), slice(own.x - rect.x, own.x - rect.x + own.w))
+            kept[inner] = strokes[inner]
+            strokes = kept
+        return Crop(self.gray[window], strokes, rect)
+
+    def without_new_strokes(self, earlier: np.ndarray) -> "_View":
+        """This view keeping only candidates with a stroke pixel that was one in `earlier` too."""
+        kept = [c for c in self.candidates if (self.strokes[_window(c)] & earlier[_window(c)]).any()]
+        return replace(self, candidates=kept)
+
+    def whole(self, settings: OcrSettings, *, thorough: bool) -> Crop:
+        """The whole frame as one crop; thorough: upscaled (at most 2x, to a bounded size), every
+        rendering; otherwise (verification) as shown, grey only: a reading independent of the stroke map."""
+        rows, cols = self.gray.shape
+        if not thorough:
+            return Crop(self.gray, self.strokes, Rect(0, 0, cols, rows), (GREY,), 1.0)
+        scale = max(1.0, min(2.0, settings.full_frame_max_side / max(rows, cols)))
+        return Crop(self.gray, self.strokes, Rect(0, 0, cols, rows), ALL_READINGS, scale)
+
+
+def _window(rect: Rect) -> tuple[slice, slice]:
+    return slice(rect.y, rect.y + rect.h), slice(rect.x, rect.x + rect.w)
+
+
+Regions = dict[int, list[tuple[Rect, list[Word]]]]  # per frame: each candidate with the words read in it
 
 
 class _Reader:
     """Reads text on an instance's frames; remembers what each distinct region said."""
 
-    def __init__(self, policy: PixelPolicy, deadline: _Deadline) -> None:
-        self._policy = policy
+    def __init__(self, settings: OcrSettings, deadline: _Deadline) -> None:
+        self._settings = settings
         self._deadline = deadline
         self._seen: dict[tuple[Rect, bytes], list[Word]] = {}
         self.read_frames: set[int] = set()  # frames that had a region OCR had not read before
 
-    def _key(self, gray: np.ndarray, rect: Rect) -> tuple[Rect, bytes]:
-        region = gray[rect.y : rect.y + rect.h, rect.x : rect.x + rect.w]
-        return rect, hashlib.blake2b(region.tobytes(), digest_size=16).digest()
+    @staticmethod
+    def _key(gray: np.ndarray, candidate: Rect) -> tuple[Rect, bytes]:
+        """A region is known by the candidate's own pixels, which hold all its strokes: a mask or
+        a moving image next to it changes only the context around it, not what it says."""
+        region = gray[candidate.y : candidate.y + candidate.h, candidate.x : candidate.x + candidate.w]
+        return candidate, hashlib.blake2b(region.tobytes(), digest_size=16).digest()
 
-    def regions(self, views: dict[int, _View]) -> dict[int, list[tuple[Rect, list[Word]]]]:
-        """Per frame: each candidate region with the words OCR read in it (read once per distinct region)."""
-        settings = self._policy.settings
+    def read(self, views: dict[int, _View], wholes: dict[int, Crop]) -> tuple[Regions, dict[int, list[Word]]]:
+        """Each frame's candidate regions with the words read in them (a distinct region is read
+        once), and the words of the whole frames asked for: all in one tesseract call."""
+        settings = self._settings
         wanted: dict[int, list[tuple[Rect, tuple[Rect, bytes]]]] = {}
         fresh: dict[tuple[Rect, bytes], Crop] = {}
         for index, view in views.items():
             self._deadline.remaining()
             rows, cols = view.gray.shape
             for candidate in view.candidates:
-                context = max(2, round(_CROP_CONTEXT * candidate.h))
-                rect = candidate.grown(context, rows, cols)
-                key = self._key(view.gray, rect)
+                key = self._key(view.gray, candidate)
                 wanted.setdefault(index, []).append((candidate, key))
                 if key not in self._seen and key not in fresh:
-                    fresh[key] = view.crop(rect)
+                    context = max(2, round(_CROP_CONTEXT * candidate.h))
+                    crop = view.crop(candidate.grown(context, rows, cols), candidate)
+                    fresh[key] = _as_policy_reads(crop, candidate.h, settings)
                     self.read_frames.add(index)
         keys = list(fresh)
-        words = read_crops([fresh[k] for k in keys], settings.ocr, self._deadline.remaining())
-        by_origin: dict[Rect, list[Word]] = {k[0]: [] for k in keys}
-        for word in words:
-            by_origin.setdefault(_origin_of(word, keys), []).append(word)
-        for key in keys:
-            self._seen[key] = by_origin.get(key[0], [])
-        return {i: [(c, self._seen[k]) for c, k in items] for i, items in wanted.items()}
-
-    def whole(self, view: _View, *, thorough: bool) -> list[Word]:
-        """OCR one whole frame; thorough: upscaled (at most 2x, to a bounded size), every rendering;
-        otherwise (verification) as shown, grey only: a reading independent of the stroke map."""
-        rows, cols = view.gray.shape
-        settings = self._policy.settings.ocr
-        scale = max(1.0, min(2.0, settings.full_frame_max_side / max(rows, cols))) if thorough else 1.0
-        as_one_line = settings.model_copy(
-            update={"target_text_height": int(np.ceil(scale * rows)), "max_upscale": scale}
-        )
-        crop = view.crop(Rect(0, 0, cols, rows))
-        readings = ALL_READINGS if thorough else (GREY,)
-        return read_crops([crop], as_one_line, self._deadline.remaining(), readings=readings)
+        crops = [fresh[k] for k in keys] + list(wholes.values())
+        words = _per_crop(read_crops(crops, settings, self._deadline.remaining()), len(crops))
+        self._seen.update(zip(keys, words))
+        regions = {i: [(c, self._seen[k]) for c, k in items] for i, items in wanted.items()}
+        return regions, dict(zip(wholes, words[len(keys) :]))
 
 
-def _origin_of(word: Word, keys: list[tuple[Rect, bytes]]) -> Rect:
-    return keys[word.crop][0]
+def _as_policy_reads(crop: Crop, height: int, settings: OcrSettings) -> Crop:
+    """Small text in every rendering, upscaled to the target height; large text read once, and
+    upscaled less (tesseract's cost grows with the sheet's area). Heights are of the crop."""
+    if height < settings.single_reading_from:
+        return replace(crop, readings=settings.readings)
+    target = settings.large_text_height or settings.target_text_height
+    scale = float(min(settings.max_upscale, max(1.0, target / crop.origin.h)))
+    return replace(crop, readings=settings.readings[:1], scale=scale)
+
+
+def _per_crop(words: list[Word], count: int) -> list[list[Word]]:
+    grouped: list[list[Word]] = [[] for _ in range(count)]
+    for word in words:
+        grouped[word.crop].append(word)
+    return grouped
 
 
 def _chosen(words: list[Word], decision: Decision, matcher: PhiMatcher) -> list[list[Word]]:
     """What to black out: every word (all_text), or the PHI phrases."""
     return [[w] for w in words] if decision.mask is MaskScope.ALL_TEXT else matcher.phi_phrases(words)
-
-
-def _spanning(rects: list[Rect]) -> Rect:
-    spanned = rects[0]
-    for rect in rects[1:]:
-        spanned = spanned.union(rect)
-    return spanned
 
 
 def _frame_order(count: int, limit: int) -> list[int]:
@@ -203,53 +236,78 @@ class PixelCleaner:
         count, rows, cols = frames.values.shape[:3]
         found = _Found(every_frame={Rect(*b).grown(0, rows, cols) for b in region_boxes} - {Rect(0, 0, 0, 0)})
         matcher = PhiMatcher(phi, self._policy.settings.matching, self._patterns)
-        reader = _Reader(self._policy, deadline)
-        spans: dict[int, Span] = {}
+        reader = _Reader(self._policy.settings.ocr, deadline)
+        areas = ultrasound_regions(ds, rows, cols) if decision.mask is MaskScope.ALL_TEXT_OUTSIDE_IMAGE else []
+        views: dict[int, _View] = {}
         if decision.action is not Action.SKIP:
             views = {i: _View.of(frames, i, ds, self._policy.settings.detector) for i in range(count)}
-            spans = {i: view.span for i, view in views.items()}
-            self._search(views, decision, matcher, reader, found)
+            self._search(views, decision, matcher, reader, found, areas)
         reason = self._reason(rule_names, decision, found)
         rects = found.rects()
         if not rects:
             return PixelOutcome(False, count, 0, len(found.ocr_frames), reason)
         changed = self._paint(frames, ds, found)
-        self._verify(frames, ds, spans, changed, matcher, reader, deadline)
+        self._verify(frames, ds, views, changed, decision, matcher, reader)
         write_back(ds, frames)
         mark_clean(ds)
         return PixelOutcome(True, count, len(rects), len(found.ocr_frames), reason)
 
     def _search(
-        self, views: dict[int, _View], decision: Decision, matcher: PhiMatcher, reader: _Reader, found: _Found
+        self, views: dict[int, _View], decision: Decision, matcher: PhiMatcher, reader: _Reader, found: _Found,
+        areas: list[Rect],
     ) -> None:
+        """Candidates outside declared image areas are masked unread; the rest, and whole frames
+        where the action is "ocr", are read in one go and their PHI (or all their text) masked."""
         settings = self._policy.settings
-        for index, regions in reader.regions(views).items():
+        if areas:
+            views = {i: self._mask_outside(i, view, areas, found) for i, view in views.items()}
+        whole_count = settings.ocr.full_frames if decision.action is Action.OCR else 0
+        wholes = {i: views[i].whole(settings.ocr, thorough=True) for i in _frame_order(len(views), whole_count)}
+        regions, whole_words = reader.read(views, wholes)
+        for index, frame_regions in regions.items():
             strokes = views[index].strokes
-            found.candidates += len(regions)
-            words = [w for _, ws in regions for w in ws]
-            limits = {id(w): c.grown(2, *strokes.shape) for c, ws in regions for w in ws}
-            for phrase in _chosen(words, decision, matcher):
+            found.candidates += len(frame_regions)
+            words = [w for _, ws in frame_regions for w in ws]
+            limits = {id(w): c.grown(2, *strokes.shape) for c, ws in frame_regions for w in ws}
+            for phrase in _chosen(words, decision, matcher):  # candidates inside the image areas, if any
                 rects = [mask_rect(w.rect, strokes, limits[id(w)], settings.masking) for w in phrase]
-                found.add(index, _spanning(rects))
-        found.ocr_frames |= reader.read_frames
-        if decision.action is Action.OCR:
-            for index in _frame_order(len(views), settings.ocr.full_frames):
-                found.ocr_frames.add(index)
-                self._whole_frame(views[index], decision, matcher, reader, found)
+                found.add(index, spanning(rects))
+        found.ocr_frames |= reader.read_frames | set(wholes)
+        for index, words in whole_words.items():
+            self._whole_frame(views[index], words, decision, matcher, found, areas)
+
+    def _mask_outside(self, index: int, view: _View, areas: list[Rect], found: _Found) -> _View:
+        """Black out, unread, each candidate outside the image areas on this frame, with the
+        policy's margin around its whole box (what sits beside text there, an underline or a
+        cursor, goes with it); the view keeps the rest to read. Per frame, not on every frame:
+        a mask paints its whole box, and on frames without the text that repaints background."""
+        rows, cols = view.strokes.shape
+        masking = self._policy.settings.masking
+        inside = []
+        for candidate in view.candidates:
+            if inside_any(candidate, areas):
+                inside.append(candidate)
+                continue
+            found.candidates += 1
+            margin = max(masking.min_margin, round(masking.margin_fraction * candidate.h))
+            found.add(index, candidate.grown(margin, rows, cols), read=False)
+        return replace(view, candidates=inside)
 
     def _whole_frame(
-        self, view: _View, decision: Decision, matcher: PhiMatcher, reader: _Reader, found: _Found
+        self, view: _View, words: list[Word], decision: Decision, matcher: PhiMatcher, found: _Found, areas: list[Rect]
     ) -> None:
-        """Text read on a whole frame is masked on every frame: overlays do not move in a loop."""
-        settings = self._policy.settings
+        """Text read on a whole frame is masked on every frame: overlays do not move in a loop.
+        With image areas, every word outside them goes too, as their candidates do."""
         strokes = view.strokes
-        words = reader.whole(view, thorough=True)
-        for phrase in _chosen(words, decision, matcher):
-            rects = [
-                mask_rect(w.rect, strokes, w.rect.grown(max(2, w.rect.h // 2), *strokes.shape), settings.masking)
-                for w in phrase
-            ]
-            found.add(None, _spanning(rects))
+        outside = [[w] for w in words if areas and not inside_any(w.rect, areas)]
+        for phrases, read in ((_chosen(words, decision, matcher), True), (outside, False)):
+            for phrase in phrases:
+                rects = [self._word_mask(w.rect, strokes) for w in phrase]
+                found.add(None, spanning(rects), read=read)
+
+    def _word_mask(self, word: Rect, strokes: np.ndarray) -> Rect:
+        limit = word.grown(max(2, word.h // 2), *strokes.shape)
+        return mask_rect(word, strokes, limit, self._policy.settings.masking)
 
     @staticmethod
     def _paint(frames: Frames, ds: pydicom.Dataset, found: _Found) -> list[int]:
@@ -261,26 +319,38 @@ class PixelCleaner:
         return [i for i in range(count) if found.every_frame or i in found.per_frame]
 
     def _verify(
-        self, frames: Frames, ds: pydicom.Dataset, spans: dict[int, Span], changed: list[int], matcher: PhiMatcher,
-        reader: _Reader, deadline: _Deadline,
+        self, frames: Frames, ds: pydicom.Dataset, before: dict[int, _View], changed: list[int], decision: Decision,
+        matcher: PhiMatcher, reader: _Reader,
     ) -> None:
-        """Read the masked frames again (changed regions, and whole frames); any PHI left fails the instance.
+        """Detect again on the masked frames and read what changed (and whole frames, for the
+        actions the policy's verification names), in one call; any PHI left fails the instance.
 
         Frames are shown with their original spans, so regions away from the masks are the same
         pixels as before and come from the reader's memory; only what the masks touched is read anew.
+        A candidate whose strokes all appeared with the masks is not read: a sliver of a grey band
+        left between two black boxes, or a box's edge, stands out only against the black.
         """
-        settings = self._policy.settings.detector
-        views = {i: _View.of(frames, i, ds, settings, spans.get(i)) for i in changed}
-        readings = [[w for _, ws in regions for w in ws] for regions in reader.regions(views).values()]
-        for position in _frame_order(len(changed), self._policy.settings.verify.full_frames):
-            deadline.remaining()
-            readings.append(reader.whole(views[changed[position]], thorough=False))
-        if any(matcher.phi_phrases(words) for words in readings):  # one frame's reading at a time
+        settings = self._policy.settings
+        views = {}
+        for index in changed:
+            earlier = before.get(index)
+            view = _View.of(frames, index, ds, settings.detector, earlier.span if earlier else None)
+            views[index] = view if earlier is None else view.without_new_strokes(earlier.strokes)
+        whole_count = settings.verify.full_frames if decision.action in settings.verify.full_frame_actions else 0
+        wholes = {
+            changed[position]: views[changed[position]].whole(settings.ocr, thorough=False)
+            for position in _frame_order(len(changed), whole_count)
+        }
+        regions, whole_words = reader.read(views, wholes)
+        readings = [[w for _, ws in frame_regions for w in ws] for frame_regions in regions.values()]
+        if any(matcher.phi_phrases(words) for words in [*readings, *whole_words.values()]):  # one frame at a time
             raise PixelCleaningError("verification OCR still finds PHI after masking")
 
     @staticmethod
     def _reason(rule_names: list[str], decision: Decision, found: _Found) -> str:
         parts = [f"region rule {name}" for name in rule_names[:1]]
+        if found.outside_hits:
+            parts.append("text outside image")
         if found.text_hits:
             parts.append("ocr text" if decision.mask is MaskScope.ALL_TEXT else "ocr phi")
         if not parts:

@@ -47,31 +47,48 @@ Span = tuple[float, float]
 
 
 def _visible(frame: np.ndarray, photometric: str, ds: Dataset) -> np.ndarray:
-    """Stored values as one brightness per pixel; colour uses its brightest channel, so overlay
-    text in any colour (green, yellow ...) is bright."""
-    if photometric == "PALETTE COLOR":
-        frame = apply_color_lut(frame, ds)
-    if frame.ndim == 3:
-        return np.maximum(np.maximum(frame[..., 0], frame[..., 1]), frame[..., 2])
-    return frame
+    """Stored values as shown: palette indices through their lookup table, colour as RGB."""
+    return apply_color_lut(frame, ds) if photometric == "PALETTE COLOR" else frame
 
 
-def display_gray(frame: np.ndarray, photometric: str, ds: Dataset, span: Span | None) -> tuple[np.ndarray, Span]:
-    """An 8-bit image as a viewer would show it (bright = white), for text detection and OCR.
+def _brightness(values: np.ndarray) -> np.ndarray:
+    """One brightness per pixel; colour uses its brightest channel, so overlay text in any colour
+    (green, yellow ...) is bright."""
+    if values.ndim == 3:
+        return np.maximum(np.maximum(values[..., 0], values[..., 1]), values[..., 2])
+    return values
+
+
+def _eight_bit(values: np.ndarray, low: float, high: float) -> np.ndarray:
+    if values.dtype == np.uint8 and (low, high) == (0.0, 255.0):
+        return values
+    scaled = (values.astype(np.float32) - low) * (255.0 / (high - low))
+    return np.clip(scaled, 0, 255).astype(np.uint8)
+
+
+def display(
+    frame: np.ndarray, photometric: str, ds: Dataset, span: Span | None
+) -> tuple[np.ndarray, np.ndarray | None, Span]:
+    """An 8-bit image as a viewer would show it (bright = white), for text detection and OCR;
+    for colour frames also the three channels on the same scale (rendered text has one colour).
 
     The span (value range shown) is returned and can be passed back for the verification pass,
     so that regions the mask did not touch look exactly as before and need not be read again.
     """
     values = _visible(frame, photometric, ds)
-    low, high = span if span is not None else (float(values.min()), float(values.max()))
+    bright = _brightness(values)
+    low, high = span if span is not None else (float(bright.min()), float(bright.max()))
     if high <= low:
-        return np.zeros(values.shape, dtype=np.uint8), (low, high)
-    if values.dtype == np.uint8 and (low, high) == (0.0, 255.0):
-        gray = values
-    else:
-        scaled = (values.astype(np.float32) - low) * (255.0 / (high - low))
-        gray = np.clip(scaled, 0, 255).astype(np.uint8)
-    return (255 - gray if photometric == "MONOCHROME1" else gray), (low, high)
+        return np.zeros(bright.shape, dtype=np.uint8), None, (low, high)
+    gray = _eight_bit(bright, low, high)
+    colour = _eight_bit(values, low, high) if values.ndim == 3 else None
+    return (255 - gray if photometric == "MONOCHROME1" else gray), colour, (low, high)
+
+
+def display_gray(frame: np.ndarray, photometric: str, ds: Dataset, span: Span | None) -> tuple[np.ndarray, Span]:
+    """The 8-bit grey image of `display` and its span."""
+    gray, _, shown = display(frame, photometric, ds, span)
+    return gray, shown
 
 
 def fill_value(frames: Frames, ds: Dataset) -> np.ndarray:

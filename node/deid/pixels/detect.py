@@ -3,13 +3,15 @@
 Burned-in text is thin strokes of one ink colour, brighter than what surrounds them (or darker,
 on a light page), in short horizontal runs. A top-hat finds the strokes, a horizontal closing
 joins letters into words and lines, and connected components of the right height, stroke density
-and ink uniformity are the candidates. On a 512x512 frame
-this costs a few milliseconds, so every image can be looked at; OCR (about 0.15 s a call) then
-reads only what the detector found.
+and ink uniformity (in colour frames: of every channel) are the candidates; texture that chains
+into blocks no line of text could be is taken apart again. On a 512x512 frame this costs a few
+milliseconds, so every image can be looked at; OCR (about 0.15 s a call) then reads only what the
+detector found.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import cv2
@@ -18,6 +20,8 @@ import numpy as np
 from node.deid.pixels.policy import DetectorSettings
 
 _SQUARE = cv2.getStructuringElement(cv2.MORPH_RECT, (3, 3))
+_CHAIN = 10  # pieces: texture chains hold dozens, a line of text a handful
+_BLOCK = 256  # boxes compared at a time
 
 
 @dataclass(frozen=True)
@@ -50,14 +54,17 @@ def _highlight_table(fraction: float) -> np.ndarray:
     return np.clip((np.arange(256, dtype=np.float32) - floor) / fraction, 0, 255).astype(np.uint8)
 
 
-def find_text(gray: np.ndarray, settings: DetectorSettings, *, highlight: bool) -> tuple[np.ndarray, list[Rect]]:
+def find_text(
+    gray: np.ndarray, settings: DetectorSettings, *, highlight: bool, colour: np.ndarray | None = None
+) -> tuple[np.ndarray, list[Rect]]:
     """Stroke pixels (thin, standing out from their surroundings) and candidate text boxes.
 
     A top-hat (image minus its opening) keeps bright strokes thinner than `max_stroke_width`
     whatever the background level, so light-grey text on a mid-grey bar is found as well as white
     on black; on a light page the black-hat finds dark text. With `highlight`, the top of the
     display range is also looked at stretched, where white text over bright bone stands out;
-    an opening commutes with that stretch, so one opening serves both views.
+    an opening commutes with that stretch, so one opening serves both views. `colour` (the
+    frame's channels on the display scale) lets colour frames reject ink of varying hue.
     """
     width = settings.max_stroke_width + 1
     kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (width, width))
@@ -72,10 +79,12 @@ def find_text(gray: np.ndarray, settings: DetectorSettings, *, highlight: bool) 
     if gray[::4, ::4].mean() >= 128:  # a light page: dark text
         strokes |= cv2.morphologyEx(gray, cv2.MORPH_BLACKHAT, kernel) >= settings.min_contrast
     strokes_u8 = strokes.astype(np.uint8)
-    return strokes_u8, text_candidates(views, strokes_u8, settings)
+    return strokes_u8, text_candidates(views, strokes_u8, settings, colour)
 
 
-def text_candidates(views: list[np.ndarray], strokes: np.ndarray, settings: DetectorSettings) -> list[Rect]:
+def text_candidates(
+    views: list[np.ndarray], strokes: np.ndarray, settings: DetectorSettings, colour: np.ndarray | None = None
+) -> list[Rect]:
     """Boxes that may hold a line of text; recall matters more than precision here."""
     # Stroke pixels in lines have neighbours; lone noise pixels do not: drop those before linking.
     lined = strokes & (cv2.boxFilter(strokes, -1, (3, 3), normalize=False) >= 3)
@@ -91,53 +100,184 @@ def text_candidates(views: list[np.ndarray], strokes: np.ndarray, settings: Dete
     ]
     # Judge letters and words on their own (a logo beside a name must not spoil it), then keep
     # each joined line that holds at least one, with its small neighbours ("1" of "1970", a hyphen).
-    texts = [piece for piece in pieces if _text_like(piece, views, strokes, settings)]
-    return [line for line in merge_lines(pieces) if any(line.intersect(t) == t for t in texts)]
+    texts = [piece for piece in pieces if _text_like(piece, views, strokes, settings, colour)]
+    if not texts:
+        return []
+    lines = merge_lines(pieces)
+    return _untangled(lines, pieces, texts, settings.max_text_height + 2)
 
 
-def _text_like(box: Rect, views: list[np.ndarray], strokes: np.ndarray, settings: DetectorSettings) -> bool:
+def _untangled(lines: list[Rect], pieces: list[Rect], texts: list[Rect], tallest: int) -> list[Rect]:
+    """The lines that hold a text-like piece, texture chains taken apart.
+
+    Speckle and flow chain dozens of pieces into blocks taller than text can be, or than twice
+    their tallest text-like piece, sweeping real labels beside them along (reading one costs more
+    than all the text on an ultrasound frame). There the text-like pieces are lined up again with
+    their direct neighbours on the line that are no taller than they are (the "1" of "1970"), or
+    kept one by one; of these, only what is wider than tall stays: a glyph-sized blob in texture
+    is speckle or flow, and no name, ID or date is a single character. A line of a few pieces
+    stays whole, whatever its shape (a logo over a time).
+    """
+    good: list[Rect] = []
+    stray: list[Rect] = []
+    for line, held, members in zip(lines, _contains(lines, texts), _contains(lines, pieces)):
+        inside = [t for t, is_in in zip(texts, held) if is_in]
+        if inside and (members.sum() < _CHAIN or _line_shaped(line, inside, tallest)):
+            good.append(line)
+        elif inside:
+            stray.extend(inside)
+            stray.extend(_neighbours(line, pieces, inside))
+    if not stray:
+        return good
+    stray = list(dict.fromkeys(stray))  # a piece can lie in two lines' boxes
+    lined = merge_lines(stray)
+    relined = [
+        line for line, held in zip(lined, _contains(lined, texts))
+        if _line_shaped(line, [t for t, is_in in zip(texts, held) if is_in], tallest)
+    ]
+    placed = np.zeros(len(stray), dtype=bool)
+    for row in _contains(relined, stray):
+        placed |= row
+    lone = [piece for piece, is_placed in zip(stray, placed) if not is_placed and piece in texts]
+    return good + [box for box in relined + lone if box.w > box.h]
+
+
+def _line_shaped(line: Rect, texts: list[Rect], tallest: int) -> bool:
+    return bool(texts) and line.h <= min(tallest, 2 * max(t.h for t in texts))
+
+
+def _neighbours(line: Rect, pieces: list[Rect], texts: list[Rect]) -> list[Rect]:
+    """Pieces in `line` beside one of `texts` on its line, and no taller than the tallest of them."""
+    cap = max(t.h for t in texts)
+    members = [p for p, inside in zip(pieces, next(_contains([line], pieces))) if inside and p.h <= cap]
+    return [p for p in members if p not in texts and any(_on_one_line(p, t) for t in texts)]
+
+
+def _on_one_line(a: Rect, b: Rect) -> bool:
+    """Side by side on a line: overlapping vertically by half the lower one's height, with a gap
+    of at most the taller one's height (plain comparisons: merge_lines asks this thousands of times)."""
+    low, high = (a.h, b.h) if a.h <= b.h else (b.h, a.h)
+    left, right = (a, b) if a.x <= b.x else (b, a)
+    if right.x - (left.x + left.w) > high:
+        return False
+    top = a.y if a.y >= b.y else b.y
+    bottom = a.y + a.h if a.y + a.h <= b.y + b.h else b.y + b.h
+    return 2 * (bottom - top) >= low
+
+
+def _contains(outer: list[Rect], inner: list[Rect]) -> Iterator[np.ndarray]:
+    """For each outer box in turn, which of the inner boxes it contains; worked out with arrays
+    a block of outer boxes at a time (a noisy frame has thousands of boxes of each kind)."""
+    b = np.array([(r.x, r.y, r.x + r.w, r.y + r.h) for r in inner]).reshape(1, len(inner), 4)
+    for start in range(0, len(outer), _BLOCK):
+        block = outer[start : start + _BLOCK]
+        a = np.array([(r.x, r.y, r.x + r.w, r.y + r.h) for r in block]).reshape(len(block), 1, 4)
+        yield from (a[..., 0] <= b[..., 0]) & (a[..., 1] <= b[..., 1]) & (a[..., 2] >= b[..., 2]) & (a[..., 3] >= b[..., 3])
+
+
+def _text_like(
+    box: Rect, views: list[np.ndarray], strokes: np.ndarray, settings: DetectorSettings, colour: np.ndarray | None
+) -> bool:
     window = (slice(box.y, box.y + box.h), slice(box.x, box.x + box.w))
     box_strokes = strokes[window]
     count = int(box_strokes.sum())  # a word has at least a few strokes' worth of pixels
     if count < 3 * settings.min_text_height or count < settings.min_stroke_fill * box.w * box.h:
         return False
-    return box.w >= settings.min_text_height and any(_rendered(view[window], box_strokes, settings) for view in views)
+    rendered = (_rendered(view[window], box_strokes, settings, quiet=i == 0) for i, view in enumerate(views))
+    if box.w < settings.min_text_height or not any(rendered):
+        return False
+    return colour is None or _one_colour(colour[window], box_strokes, settings)
 
 
-def _rendered(region: np.ndarray, strokes: np.ndarray, settings: DetectorSettings) -> bool:
+def _rendered(region: np.ndarray, strokes: np.ndarray, settings: DetectorSettings, *, quiet: bool) -> bool:
     """Rendered text has one ink colour that stands well clear of its background; speckle,
-    vessels and bone edges vary from pixel to pixel and sit closer to their surroundings."""
+    vessels and bone edges vary from pixel to pixel and sit closer to their surroundings.
+
+    With `quiet`, how far clear is relative to the background's own noise: grey labels on a flat
+    black band (ink 70-80 levels above a ground that varies by 1-3) are text as surely as white
+    ones, while anatomy and speckle that far above their surroundings are never that quiet around
+    it. Not in the stretched highlight view, where bone's own texture is amplified to look so.
+    """
     mask = strokes > 0
     ink = region[mask]
     if ink.size == 0 or ink.size == region.size:
         return False
-    window = np.ones(2 * settings.ink_tolerance + 1)
-    near = np.convolve(np.bincount(ink, minlength=256), window, mode="same")
-    level = int(near.argmax())  # the ink colour: most stroke pixels lie within tolerance of it
-    uniform = near[level] >= settings.min_ink_share * ink.size
-    return bool(uniform) and abs(level - float(region[~mask].mean())) >= settings.min_text_contrast
+    level, uniform = _ink_level(ink, settings)
+    if not uniform:
+        return False
+    background = region[~mask]
+    contrast = abs(level - float(background.mean()))
+    if contrast >= settings.min_text_contrast:
+        return True
+    calm = contrast >= settings.quiet_background_ratio * float(background.std())
+    return quiet and calm and contrast >= settings.quiet_text_contrast
+
+
+def _one_colour(region: np.ndarray, strokes: np.ndarray, settings: DetectorSettings) -> bool:
+    """In colour, one ink colour means every channel is uniform: colour Doppler is bright in its
+    brightest channel throughout, like white text, but its hue drifts from pixel to pixel."""
+    mask = strokes > 0
+    return all(_ink_level(region[..., channel][mask], settings)[1] for channel in range(region.shape[-1]))
+
+
+def _ink_level(ink: np.ndarray, settings: DetectorSettings) -> tuple[int, bool]:
+    """The ink level (most stroke pixels lie within tolerance of it), and whether enough do.
+
+    The level is the median of the stroke pixels in the best window, not the window's first
+    position: for ink of one value every window that covers it ties, and the first lies a whole
+    tolerance below it, which made grey text look 12 levels fainter than it is."""
+    tolerance = settings.ink_tolerance
+    counts = np.bincount(ink, minlength=256)
+    near = np.convolve(counts, np.ones(2 * tolerance + 1), mode="same")
+    best = int(near.argmax())
+    low = max(0, best - tolerance)
+    inside = np.cumsum(counts[low : best + tolerance + 1])
+    level = low + int(np.searchsorted(inside, (inside[-1] + 1) // 2))  # the median, from the histogram
+    return level, bool(near[best] >= settings.min_ink_share * ink.size)
 
 
 def merge_lines(boxes: list[Rect]) -> list[Rect]:
     """Join boxes side by side on one line (gap under a text height): words split at wide letter
-    spacing are read, and masked, as a whole."""
+    spacing are read, and masked, as a whole.
+
+    Left to right, each box joins the first line it sits on (see `_on_one_line`), and passes
+    repeat until no box joins. Lines are found through bands of rows (a box can only sit on a
+    line it overlaps vertically), because speckle in ultrasound gives hundreds of boxes and
+    comparing each with every line cost ~50 ms a frame.
+    """
     merged = sorted(boxes, key=lambda r: r.x)
     changed = True
     while changed:
         changed = False
-        out: list[Rect] = []
+        lines: list[Rect] = []
+        bands: dict[int, list[int]] = {}
         for box in merged:
-            partner = next((i for i, o in enumerate(out) if _same_line(o, box)), None)
+            near = {i for band in _bands(box) for i in bands.get(band, ())}
+            partner = min((i for i in near if _on_one_line(lines[i], box)), default=None)
             if partner is None:
-                out.append(box)
+                partner = len(lines)
+                lines.append(box)
             else:
-                out[partner] = out[partner].union(box)
+                lines[partner] = lines[partner].union(box)
                 changed = True
-        merged = out
+            for band in _bands(lines[partner]):
+                members = bands.setdefault(band, [])
+                if partner not in members:
+                    members.append(partner)
+        merged = lines
     return merged
 
 
-def _same_line(a: Rect, b: Rect) -> bool:
-    overlap = min(a.y + a.h, b.y + b.h) - max(a.y, b.y)
-    gap = max(a.x, b.x) - min(a.x + a.w, b.x + b.w)
-    return overlap >= 0.5 * min(a.h, b.h) and gap <= max(a.h, b.h)
+_BAND = 16  # rows
+
+
+def _bands(box: Rect) -> range:
+    return range(box.y // _BAND, (box.y + max(box.h, 1) - 1) // _BAND + 1)
+
+
+def spanning(boxes: list[Rect]) -> Rect:
+    """The smallest box holding all of `boxes` (at least one)."""
+    spanned = boxes[0]
+    for box in boxes[1:]:
+        spanned = spanned.union(box)
+    return spanned

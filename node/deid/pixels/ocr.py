@@ -1,14 +1,17 @@
 """Tesseract over many small crops at once: one process call reads a whole mosaic.
 
-A tesseract call costs ~0.15 s however small the image, so every candidate region of an instance
-is upscaled to a readable text height, rendered as dark text on a light ground (see Crop),
-placed on one white sheet, and read in a single call; word boxes are mapped back to frame coordinates.
+A tesseract call costs ~0.15 s however small the image (starting the process and loading the
+model), so every region of an instance that needs reading, candidate crops and whole frames alike,
+is upscaled to a readable text height, rendered as dark text on a light ground (see Crop), placed
+on one white sheet, and read in a single call; word boxes are mapped back to frame coordinates.
 """
 
 from __future__ import annotations
 
 import os
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -16,11 +19,10 @@ import pytesseract
 
 from node.deid.pixels.detect import Rect
 from node.deid.pixels.outcome import PixelCleaningError
-from node.deid.pixels.policy import OcrSettings
+from node.deid.pixels.policy import OcrSettings, Rendering
 
 _PAD = 12
-_MAX_SHEET_HEIGHT = 6000
-_CONFIG = "--psm 11 --oem 1"
+_MAX_SHEET_HEIGHT = 10000
 
 
 @dataclass(frozen=True)
@@ -28,11 +30,11 @@ class Word:
     text: str
     rect: Rect  # in frame coordinates
     crop: int  # index of the crop it was read in
-    reading: int  # which rendering of the crops it was read in (see Crop): one reading of the frame
+    reading: Rendering  # which rendering of the crop it was read in: words of one reading form lines
+    confidence: float = 0.0  # tesseract's, 0-100
 
 
-STROKES, GREY, INVERTED = 0, 1, 2
-REGION_READINGS = (STROKES, GREY)
+STROKES, GREY, INVERTED = Rendering.STROKES, Rendering.GREY, Rendering.INVERTED
 ALL_READINGS = (STROKES, GREY, INVERTED)
 
 
@@ -40,20 +42,27 @@ ALL_READINGS = (STROKES, GREY, INVERTED)
 class Crop:
     """A region of one frame to read, rendered for tesseract (dark text on a light ground).
 
-    Readings: STROKES, the stroke pixels alone (clean black-on-white text, background gone);
+    Renderings: STROKES, the stroke pixels alone (clean black-on-white text, background gone);
     GREY, the grey image with text made dark; INVERTED, the grey image the other way.
     """
 
     image: np.ndarray  # display grey, uint8
     strokes: np.ndarray  # 1 where a pixel is in a text-like stroke (see detect.find_text)
     origin: Rect  # where the crop sits in the frame
+    readings: tuple[Rendering, ...] = (STROKES, GREY)
+    scale: float | None = None  # None: upscaled so its height becomes the policy's text height
 
-    def renderings(self, readings: tuple[int, ...]) -> list[tuple[int, np.ndarray]]:
+    def rendered(self, reading: Rendering) -> np.ndarray:
+        if reading is STROKES:
+            return (255 - 255 * self.strokes).astype(np.uint8)
         text_is_bright = bool(np.median(self.image) < 128)
         grey = 255 - self.image if text_is_bright else self.image
-        images = {STROKES: lambda: (255 - 255 * self.strokes).astype(np.uint8), GREY: lambda: grey,
-                  INVERTED: lambda: 255 - grey}
-        return [(reading, images[reading]()) for reading in readings]
+        return grey if reading is GREY else 255 - grey
+
+    def scale_for(self, settings: OcrSettings) -> float:
+        if self.scale is not None:
+            return self.scale
+        return float(min(settings.max_upscale, max(1.0, settings.target_text_height / max(1, self.origin.h))))
 
 
 @dataclass(frozen=True)
@@ -62,10 +71,10 @@ class _Slot:
     top: int
     height: int
     scale: float
-    reading: int
+    reading: Rendering
 
 
-_Piece = tuple[int, float, int, np.ndarray]  # crop index, scale, reading, prepared image
+_Piece = tuple[int, float, Rendering, np.ndarray]  # crop index, scale, reading, prepared image
 
 
 def _prepared(image: np.ndarray, scale: float) -> np.ndarray:
@@ -74,24 +83,27 @@ def _prepared(image: np.ndarray, scale: float) -> np.ndarray:
     return image
 
 
-def _sheets(crops: list[Crop], settings: OcrSettings, readings: tuple[int, ...]) -> list[tuple[np.ndarray, list[_Slot]]]:
+def _sheets(crops: list[Crop], settings: OcrSettings) -> list[tuple[np.ndarray, list[_Slot]]]:
     """Stack each crop's renderings, upscaled for small text, onto sheets of bounded height.
 
     One piece per row: side by side, tesseract joins neighbouring pieces into one line.
     """
     pieces: list[_Piece] = []
     for index, crop in enumerate(crops):
-        scale = float(min(settings.max_upscale, max(1.0, settings.target_text_height / max(1, crop.origin.h))))
-        for reading, image in crop.renderings(readings):
-            pieces.append((index, scale, reading, _prepared(image, scale)))
+        scale = crop.scale_for(settings)
+        for reading in crop.readings:
+            pieces.append((index, scale, reading, _prepared(crop.rendered(reading), scale)))
     sheets: list[tuple[np.ndarray, list[_Slot]]] = []
     batch: list[_Piece] = []
+    height = 0
     for piece in pieces:
-        if batch and sum(p[3].shape[0] + 2 * _PAD for p in batch) + piece[3].shape[0] > _MAX_SHEET_HEIGHT:
+        if batch and height + piece[3].shape[0] > _MAX_SHEET_HEIGHT:
             sheets.append(_sheet(batch))
-            batch = []
+            batch, height = [], 0
         batch.append(piece)
-    sheets.append(_sheet(batch))
+        height += piece[3].shape[0] + 2 * _PAD
+    if batch:
+        sheets.append(_sheet(batch))
     return sheets
 
 
@@ -109,32 +121,48 @@ def _sheet(batch: list[_Piece]) -> tuple[np.ndarray, list[_Slot]]:
     return sheet, slots
 
 
-def read_crops(
-    crops: list[Crop], settings: OcrSettings, timeout: float, *, readings: tuple[int, ...] = REGION_READINGS
-) -> list[Word]:
-    """OCR every crop; raises PixelCleaningError on timeout or tesseract failure."""
+def tesseract_config(settings: OcrSettings) -> str:
+    """Command-line options: page segmentation, LSTM only, and the policy's `-c` variables."""
+    options = " ".join(f"-c {name}={value}" for name, value in sorted(settings.tesseract_options.items()))
+    return f"--psm {settings.page_segmentation} --oem 1 {options}".strip()
+
+
+def read_crops(crops: list[Crop], settings: OcrSettings, timeout: float) -> list[Word]:
+    """OCR every crop in its renderings, one tesseract call per sheet (one sheet unless huge);
+    raises PixelCleaningError on timeout or tesseract failure."""
     if not crops:
         return []
     os.environ["OMP_THREAD_LIMIT"] = "1"
     words: list[Word] = []
-    for sheet, slots in _sheets(crops, settings, readings):
+    config = tesseract_config(settings)
+    for sheet, slots in _sheets(crops, settings):
+        words.extend(_words(_tesseract(sheet, config, timeout), slots, crops, settings))
+    return words
+
+
+def _tesseract(sheet: np.ndarray, config: str, timeout: float) -> dict:
+    """One tesseract call on an uncompressed BMP: PNG costs ~10-40 ms to encode, and leptonica
+    reads PGM pixel by pixel (~20 ms on a large sheet); BMP is written and read in ~1 ms."""
+    with tempfile.TemporaryDirectory(prefix="deid-ocr-") as folder:
+        path = str(Path(folder) / "sheet.bmp")
+        if not cv2.imwrite(path, sheet):
+            raise PixelCleaningError("OCR failed (sheet not written)")
         try:
-            data = pytesseract.image_to_data(
-                sheet, config=_CONFIG, output_type=pytesseract.Output.DICT, timeout=max(timeout, 0.001)
+            return pytesseract.image_to_data(
+                path, config=config, output_type=pytesseract.Output.DICT, timeout=max(timeout, 0.001)
             )
         except RuntimeError as exc:
             raise PixelCleaningError("OCR timed out") from exc
         except pytesseract.TesseractError as exc:
             raise PixelCleaningError("OCR failed") from exc
-        words.extend(_words(data, slots, crops, settings))
-    return words
 
 
 def _words(data: dict, slots: list[_Slot], crops: list[Crop], settings: OcrSettings) -> list[Word]:
     found = []
     for i, text in enumerate(data["text"]):
         text = text.strip()
-        if not text or float(data["conf"][i]) < settings.min_confidence:
+        confidence = float(data["conf"][i])
+        if not text or confidence < settings.min_confidence:
             continue
         left, top = int(data["left"][i]), int(data["top"][i])
         width, height = int(data["width"][i]), int(data["height"][i])
@@ -148,5 +176,5 @@ def _words(data: dict, slots: list[_Slot], crops: list[Crop], settings: OcrSetti
         x1 = origin.x + int(np.ceil((left + width - _PAD) / slot.scale))
         y1 = origin.y + int(np.ceil((top + height - slot.top) / slot.scale))
         rect = Rect(x0, y0, max(1, x1 - x0), max(1, y1 - y0)).intersect(origin)
-        found.append(Word(text, rect, slot.crop, slot.reading))
+        found.append(Word(text, rect, slot.crop, slot.reading, confidence))
     return found

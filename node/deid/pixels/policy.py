@@ -29,6 +29,17 @@ class Action(str, Enum):
 class MaskScope(str, Enum):
     PHI = "phi"  # only text matching this instance's PHI or a PHI pattern
     ALL_TEXT = "all_text"  # every region OCR reads text in
+    # Ultrasound: every text candidate outside the image areas the instance declares (Sequence of
+    # Ultrasound Regions), unread; PHI only inside them. Without that sequence: as "phi".
+    ALL_TEXT_OUTSIDE_IMAGE = "all_text_outside_image"
+
+
+class Rendering(str, Enum):
+    """How a region is shown to tesseract (always as dark text on a light ground)."""
+
+    STROKES = "strokes"  # the detector's stroke pixels alone: background gone
+    GREY = "grey"  # the grey image, text made dark
+    INVERTED = "inverted"  # the grey image the other way (whole frames of action "ocr")
 
 
 class _Strict(BaseModel):
@@ -91,6 +102,10 @@ class DetectorSettings(_Strict):
     max_stroke_width: int = Field(default=6, ge=1)
     min_contrast: int = Field(default=48, ge=1, le=255)
     min_text_contrast: int = Field(default=96, ge=1, le=255)
+    # Fainter ink counts where the background is quiet: contrast at least this, and at least
+    # `quiet_background_ratio` times the background's standard deviation around the candidate.
+    quiet_text_contrast: int = Field(default=255, ge=1, le=255)
+    quiet_background_ratio: float = Field(default=4.0, gt=0)
     min_stroke_fill: float = Field(default=0.08, gt=0, le=1)
     ink_tolerance: int = Field(default=12, ge=0, le=255)
     min_ink_share: float = Field(default=0.5, gt=0, le=1)
@@ -103,6 +118,14 @@ class OcrSettings(_Strict):
     min_confidence: float = Field(default=0.0, ge=0, le=100)
     full_frame_max_side: int = Field(default=1600, ge=256)
     full_frames: int = Field(default=3, ge=1)  # action "ocr": frames read whole, spread over a loop
+    readings: tuple[Rendering, ...] = Field(default=(Rendering.STROKES, Rendering.GREY), min_length=1)
+    # Candidates at least this tall (px) are read in the first rendering only, upscaled to
+    # `large_text_height`: tesseract reads text of that size reliably, while small text needs
+    # the larger upscale, and a second rendering is a second chance.
+    single_reading_from: int = Field(default=1000, ge=1)
+    large_text_height: int | None = Field(default=None, ge=10)  # None: target_text_height
+    page_segmentation: int = Field(default=11, ge=0, le=13)  # tesseract --psm
+    tesseract_options: dict[str, str | int] = {}  # tesseract -c name=value
 
 
 class TextPattern(_Strict):
@@ -133,6 +156,7 @@ class MaskSettings(_Strict):
 
 class VerifySettings(_Strict):
     full_frames: int = Field(default=1, ge=0)  # redacted frames re-read whole, besides regions
+    full_frame_actions: tuple[Action, ...] = (Action.DETECT, Action.OCR)  # ... for instances of these actions
 
 
 class PolicyFile(_Strict):

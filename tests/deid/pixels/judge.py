@@ -8,6 +8,7 @@ import cv2
 import numpy as np
 import pydicom
 import pytesseract
+from pydicom.pixels import apply_color_lut
 from rapidfuzz import fuzz
 
 
@@ -34,3 +35,20 @@ def ocr_text(gray: np.ndarray) -> str:
 def found_tokens(text: str, tokens: list[str], threshold: float = 85) -> list[str]:
     """Tokens the OCR text still contains, allowing for misreads."""
     return [t for t in tokens if fuzz.partial_ratio(t.upper(), text) >= threshold]
+
+
+def shown(ds: pydicom.Dataset, frame: np.ndarray) -> np.ndarray:
+    """One decoded frame as 8-bit brightness (palette through its table, colour by its brightest channel)."""
+    if ds.PhotometricInterpretation == "PALETTE COLOR":
+        frame = apply_color_lut(frame, ds)
+        frame = frame >> 8 if frame.max() > 255 else frame
+    return frame.max(axis=-1).astype(np.uint8) if frame.ndim == 3 else frame.astype(np.uint8)
+
+
+def printed_text(ds: pydicom.Dataset, frame: np.ndarray, box: tuple[int, int, int, int], lift: int = 80) -> np.ndarray:
+    """The printed text inside a known box (x, y, w, h): pixels much brighter than the box's background."""
+    x, y, w, h = box
+    gray = shown(ds, frame)[y : y + h, x : x + w].astype(int)
+    mask = np.zeros(frame.shape[:2], bool)
+    mask[y : y + h, x : x + w] = gray >= np.median(gray) + lift
+    return mask

@@ -60,7 +60,7 @@ def test_phi_left_after_masking_fails_closed(tmp_path: Path) -> None:
     (tmp_path / "regions.yaml").write_text(
         "rules:\n  - name: corner\n    when: {Manufacturer: {equals: SYNTHETIC}}\n    boxes: [[200, 100, 20, 20]]\n"
     )
-    policy = _policy(tmp_path, "regions: regions.yaml\ndetector: {min_text_contrast: 255}\n")
+    policy = _policy(tmp_path, "regions: regions.yaml\ndetector: {min_text_height: 60}\n")  # no 12 px text found
     mask = text_mask(256, 256, Font("DejaVuSans.ttf", 12))
     ds = image_dataset(Kind("MONOCHROME2", 12), "CT", mask)
     with pytest.raises(PixelCleaningError, match="verification") as error:

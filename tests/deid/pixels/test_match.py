@@ -8,7 +8,7 @@ import pytest
 from node.deid.phi import collect_header_phi
 from node.deid.pixels.detect import Rect
 from node.deid.pixels.match import PhiMatcher, PresidioPatterns
-from node.deid.pixels.ocr import Word
+from node.deid.pixels.ocr import STROKES, Word
 from node.deid.pixels.policy import load_policy
 from tests.deid.pixels.conftest import POLICY
 
@@ -25,7 +25,7 @@ def matcher() -> PhiMatcher:
 def _line(*texts: str) -> list[Word]:
     words, x = [], 0
     for text in texts:
-        words.append(Word(text, Rect(x, 10, 8 * len(text), 12), crop=0, reading=0))
+        words.append(Word(text, Rect(x, 10, 8 * len(text), 12), crop=0, reading=STROKES))
         x += 8 * len(text) + 6
     return words
 

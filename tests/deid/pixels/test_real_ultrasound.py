@@ -9,11 +9,10 @@ import pydicom
 import pytest
 from pydicom.data import get_testdata_file
 from pydicom.encaps import encapsulate, generate_frames
-from pydicom.pixels import apply_color_lut
 from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, RLELossless
 
 from tests.deid.pixels.conftest import Clean
-from tests.deid.pixels.judge import changed_pixels, decoded, found_tokens, ocr_text
+from tests.deid.pixels.judge import changed_pixels, decoded, found_tokens, ocr_text, printed_text, shown
 
 # Where the known PHI is printed (x, y, w, h) and what it says, per image family.
 US1_PHI = {"institution": ((17, 23, 155, 18), ["BAPTIST", "MED CTR"])}
@@ -30,22 +29,6 @@ def _read(name: str) -> pydicom.Dataset:
     if path is None:
         pytest.skip(f"{name} not installed")
     return pydicom.dcmread(path)
-
-
-def _display(ds: pydicom.Dataset, frame: np.ndarray) -> np.ndarray:
-    if ds.PhotometricInterpretation == "PALETTE COLOR":
-        frame = apply_color_lut(frame, ds)
-        frame = frame >> 8 if frame.max() > 255 else frame
-    return frame.max(axis=-1).astype(np.uint8) if frame.ndim == 3 else frame.astype(np.uint8)
-
-
-def _text_pixels(ds: pydicom.Dataset, frame: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
-    """The printed text inside a known box: pixels much brighter than the box's background."""
-    x, y, w, h = box
-    gray = _display(ds, frame)[y : y + h, x : x + w].astype(int)
-    mask = np.zeros(frame.shape[:2], bool)
-    mask[y : y + h, x : x + w] = gray >= np.median(gray) + 80
-    return mask
 
 
 @pytest.mark.parametrize(
@@ -65,10 +48,10 @@ def test_us1_institution_is_masked_in_every_transfer_syntax(clean: Clean, name: 
     assert ds.file_meta.TransferSyntaxUID == syntax_after
     assert ds.PhotometricInterpretation == "RGB"
     for box, _ in US1_PHI.values():
-        text = _text_pixels(ds, before[0], box)
+        text = printed_text(ds, before[0], box)
         assert text.sum() > 100
         assert changed_pixels(before, after)[0][text].mean() >= 0.99
-    leftover = found_tokens(ocr_text(_display(ds, after[0])), [t for _, ts in US1_PHI.values() for t in ts])
+    leftover = found_tokens(ocr_text(shown(ds, after[0])), [t for _, ts in US1_PHI.values() for t in ts])
     assert leftover == []
 
 
@@ -98,13 +81,13 @@ def test_philips_multiframe_phi_is_masked_on_every_frame(clean: Clean, name: str
     assert outcome.redacted and outcome.frames_scanned == 2
     assert ds.PhotometricInterpretation == "PALETTE COLOR"
     for box, _ in PHILIPS_PHI.values():
-        text = _text_pixels(ds, before[0], box)  # the overlay is the same on both frames
+        text = printed_text(ds, before[0], box)  # the overlay is the same on both frames
         assert text.sum() > 20
         for frame in range(2):
-            shown = _display(ds, after[frame])
-            assert (shown[text] == shown.min()).mean() >= 0.99  # black where the text was
+            image = shown(ds, after[frame])
+            assert (image[text] == image.min()).mean() >= 0.99  # black where the text was
     tokens = [t for _, ts in PHILIPS_PHI.values() for t in ts if len(t) > 2]
-    assert found_tokens(ocr_text(_display(ds, after[1])), tokens) == []
+    assert found_tokens(ocr_text(shown(ds, after[1])), tokens) == []
 
 
 def test_sonosite_cine_patient_name_is_masked_on_every_frame(clean: Clean) -> None:
@@ -119,10 +102,10 @@ def test_sonosite_cine_patient_name_is_masked_on_every_frame(clean: Clean) -> No
     assert ds.file_meta.TransferSyntaxUID == RLELossless and ds.PhotometricInterpretation == "RGB"
     name_box = (22, 4, 40, 20)  # "PLA", the PatientName
     for frame in range(6):
-        text = _text_pixels(ds, before[frame], name_box)
+        text = printed_text(ds, before[frame], name_box)
         assert text.sum() > 50
-        shown = _display(ds, after[frame])
-        assert (shown[text] == 0).all()
+        image = shown(ds, after[frame])
+        assert (image[text] == 0).all()
     assert not changed_pixels(before, after)[:, 100:400, 100:540].any()  # the heart is untouched
 
 

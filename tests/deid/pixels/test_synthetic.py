@@ -125,3 +125,16 @@ def test_white_text_over_bright_bone_is_masked(clean: Clean, bone: float) -> Non
     values[structure & ~mask] = round(bone * 4095)
     ds.PixelData = values.tobytes()
     _assert_masked(clean, ds, mask)
+
+
+@pytest.mark.parametrize("ink", [64, 80])
+def test_grey_text_on_a_quiet_band_is_masked(clean: Clean, ink: int) -> None:
+    """Grey labels (ink well under the detector's fixed contrast of 96) on a flat dark band are
+    text all the same: judged against the band's own noise, they are found and masked."""
+    mask = text_mask(256, 256, STANDARD_FONT)
+    ds = image_dataset(Kind("MONOCHROME2", 8), "CR", mask)
+    noise = np.random.default_rng(3).normal(8, 2, (256, 256))
+    values = np.where(mask, ink, np.where(ds.pixel_array > 60, ds.pixel_array, noise))  # phantom body stays
+    values[0, 0], values[-1, -1] = 0, 255  # the display range is the whole 8 bits
+    ds.PixelData = np.clip(np.rint(values), 0, 255).astype(np.uint8).tobytes()
+    _assert_masked(clean, ds, mask)

@@ -1,0 +1,51 @@
+"""Tesseract calls per instance set the pixel step's price (~0.15 s each before reading a word):
+one for the regions an image's detector found, whole frames included for action "ocr", and one
+more after masking only where masks changed what the detector sees, or the policy asks for whole
+masked frames."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+
+from node.deid.pixels import ocr
+from tests.deid.pixels.conftest import Clean
+from tests.deid.pixels.synthetic import Font, Kind, image_dataset, text_mask
+
+
+@pytest.fixture
+def sheets(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[tuple[int, int]]]:
+    """The shape of every sheet tesseract is called on."""
+    seen: list[tuple[int, int]] = []
+    call = ocr._tesseract
+
+    def counted(sheet: np.ndarray, config: str, timeout: float) -> dict:
+        seen.append(sheet.shape)
+        return call(sheet, config, timeout)
+
+    monkeypatch.setattr(ocr, "_tesseract", counted)
+    yield seen
+
+
+def test_an_image_with_phi_is_read_in_one_call(clean: Clean, sheets: list[tuple[int, int]]) -> None:
+    mask = text_mask(256, 256, Font("DejaVuSans.ttf", 8))
+    outcome = clean(image_dataset(Kind("MONOCHROME2", 12), "CT", mask, frames=2))
+    assert outcome.redacted
+    assert len(sheets) == 1  # both frames' text, which is the same, read once; masks leave nothing new
+
+
+def test_an_image_without_text_costs_no_call(clean: Clean, sheets: list[tuple[int, int]]) -> None:
+    outcome = clean(image_dataset(Kind("MONOCHROME2", 12), "CT", np.zeros((256, 256), bool)))
+    assert not outcome.redacted and sheets == []
+
+
+def test_action_ocr_reads_whole_frames_with_the_regions_and_verifies_a_whole_frame(
+    clean: Clean, sheets: list[tuple[int, int]]
+) -> None:
+    mask = text_mask(256, 256, Font("DejaVuSans.ttf", 8))
+    outcome = clean(image_dataset(Kind("MONOCHROME2", 12), "CT", mask, burned_in="YES"))
+    assert outcome.redacted
+    assert len(sheets) == 2  # search: regions and whole frame; verification: masked whole frame
+    assert all(rows >= 256 for rows, _ in sheets)
