@@ -3,6 +3,7 @@ receives every one of them de-identified, and the node keeps nothing behind."""
 
 from __future__ import annotations
 
+import re
 import time
 from collections import defaultdict
 from collections.abc import Iterator
@@ -121,13 +122,15 @@ def test_echo_from_allowed_ae_succeeds_and_stranger_is_rejected(delivered) -> No
 
 
 def test_node_log_carries_no_patient_identifiers(delivered) -> None:  # type: ignore[no-untyped-def]
+    """Each identifier is looked for as a whole token: test IDs such as "0010" or "99000" also turn
+    up inside timestamps' microseconds, durations and pids, which would make this test flaky."""
     log = delivered["node_log"]
     assert '"event": "forwarded"' in log
     for f in delivered["files"]:
         ds = pydicom.dcmread(f, stop_before_pixels=True)
         for value in (str(ds.get("PatientID", "")), str(ds.get("PatientName", "")), str(ds.SOPInstanceUID)):
             if len(value.strip("^= ")) >= 4:  # "^^^^" is an empty name, not an identifier
-                assert value not in log
+                assert not re.search(rf"(?<![0-9A-Za-z]){re.escape(value)}(?![0-9A-Za-z])", log), value
 
 
 def test_burned_in_text_of_a_multiframe_ultrasound_arrives_blacked_out(pacs: Orthanc, delivered) -> None:  # type: ignore[no-untyped-def]

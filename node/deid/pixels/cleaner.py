@@ -1,9 +1,10 @@
 """The pixel step: find burned-in PHI on every frame, black it out, verify, or fail closed.
 
 Order of work for one instance: region rules for its device signature; the cheap detector on
-every frame; OCR of each distinct candidate region once (cine loops repeat their text on every
-frame), with whole frames where the policy says "ocr" (BurnedInAnnotation=YES always does), all
-in one tesseract call; mask; detect again on the masked frames and read what the masks changed
+every frame; candidate lines of letters too small to read reliably masked unread
+(masking.unreadable_height); OCR of each other distinct candidate region once (cine loops repeat
+their text on every frame), with whole frames where the policy says "ocr" (BurnedInAnnotation=YES
+always does), all in one tesseract call; mask; detect again on the masked frames and read what the masks changed
 (and whole frames where the policy's verification asks for them), again in one call; write back
 only if a pixel changed. A tesseract call costs ~0.15 s before it reads anything, so the number
 of calls, not the number of regions, sets the price of an image with text.
@@ -22,7 +23,7 @@ import structlog
 
 from node.deid.phi import HeaderPhi
 from node.deid.pixels.codec import Frames, Span, decode, display, fill_value, write_back
-from node.deid.pixels.detect import Rect, find_text, spanning
+from node.deid.pixels.detect import Rect, find_text, small_text_line, spanning
 from node.deid.pixels.image_area import inside_any, ultrasound_regions
 from node.deid.pixels.match import PhiMatcher, PresidioPatterns
 from node.deid.pixels.ocr import ALL_READINGS, GREY, Crop, Word, read_crops
@@ -59,10 +60,13 @@ class _Found:
     candidates: int = 0
     text_hits: int = 0  # rectangles placed because of text OCR read
     outside_hits: int = 0  # rectangles placed, unread, over text outside the image areas
+    unreadable_hits: int = 0  # rectangles placed, unread, over text too small to read reliably
 
-    def add(self, frame: int | None, rect: Rect, *, read: bool = True) -> None:
+    def add(self, frame: int | None, rect: Rect, *, read: bool = True, unreadable: bool = False) -> None:
         """Black out `rect` on one frame, or on every frame when `frame` is None."""
-        if read:
+        if unreadable:
+            self.unreadable_hits += 1
+        elif read:
             self.text_hits += 1
         else:
             self.outside_hits += 1
@@ -261,6 +265,8 @@ class PixelCleaner:
         settings = self._policy.settings
         if areas:
             views = {i: self._mask_outside(i, view, areas, found) for i, view in views.items()}
+        if settings.masking.unreadable_height:
+            views = {i: self._mask_unreadable(i, view, found) for i, view in views.items()}
         whole_count = settings.ocr.full_frames if decision.action is Action.OCR else 0
         wholes = {i: views[i].whole(settings.ocr, thorough=True) for i in _frame_order(len(views), whole_count)}
         regions, whole_words = reader.read(views, wholes)
@@ -292,6 +298,26 @@ class PixelCleaner:
             margin = max(masking.min_margin, round(masking.margin_fraction * candidate.h))
             found.add(index, candidate.grown(margin, rows, cols), read=False)
         return replace(view, candidates=inside)
+
+    def _mask_unreadable(self, index: int, view: _View, found: _Found) -> _View:
+        """Black out, unread, each candidate line of letters too small for OCR to read reliably
+        (fail closed: a misread name or date would not match the header, and stay); the view keeps
+        the rest to read. Only lines of several letters of one height: a glyph-sized blob of
+        anatomy is not masked, so images without text stay untouched. An instance whose
+        candidates are all this small costs no tesseract call."""
+        masking = self._policy.settings.masking
+        shortest = self._policy.settings.detector.min_text_height
+        kept = []
+        for candidate in view.candidates:
+            if not small_text_line(
+                view.strokes, candidate, shortest, masking.unreadable_height, masking.unreadable_min_letters
+            ):
+                kept.append(candidate)
+                continue
+            found.candidates += 1
+            limit = candidate.grown(2, *view.strokes.shape)
+            found.add(index, mask_rect(candidate, view.strokes, limit, masking), unreadable=True)
+        return replace(view, candidates=kept)
 
     def _whole_frame(
         self, view: _View, words: list[Word], decision: Decision, matcher: PhiMatcher, found: _Found, areas: list[Rect]
@@ -351,6 +377,8 @@ class PixelCleaner:
         parts = [f"region rule {name}" for name in rule_names[:1]]
         if found.outside_hits:
             parts.append("text outside image")
+        if found.unreadable_hits:
+            parts.append("unreadable text")
         if found.text_hits:
             parts.append("ocr text" if decision.mask is MaskScope.ALL_TEXT else "ocr phi")
         if not parts:

@@ -275,6 +275,27 @@ def _bands(box: Rect) -> range:
     return range(box.y // _BAND, (box.y + max(box.h, 1) - 1) // _BAND + 1)
 
 
+def small_text_line(strokes: np.ndarray, box: Rect, shortest: int, tallest: int, min_letters: int) -> bool:
+    """Does `box` hold a line of small letters: at least `min_letters` stroke components of one
+    height (the most common, give or take a pixel) between `shortest` and `tallest`, holding most
+    of its stroke pixels? Measured on the letters, not the box: a descender, or two lines run
+    together, make the box taller. Anatomy, speckle and flow the detector lets through are one
+    blob, or crumbs 1-2 px tall around a larger one, and do not qualify."""
+    window = strokes[box.y : box.y + box.h, box.x : box.x + box.w]
+    count, _, stats, _ = cv2.connectedComponentsWithStats(window, connectivity=8)
+    heights, areas = stats[1:count, cv2.CC_STAT_HEIGHT], stats[1:count, cv2.CC_STAT_AREA]
+    sized = heights >= 2  # not dots and hyphens
+    if not sized.any():
+        return False
+    common = int(np.bincount(heights[sized]).argmax())
+    letters = sized & (np.abs(heights - common) <= 1)
+    return (
+        shortest <= common <= tallest
+        and int(letters.sum()) >= min_letters
+        and 2 * int(areas[letters].sum()) >= int(areas.sum())
+    )
+
+
 def spanning(boxes: list[Rect]) -> Rect:
     """The smallest box holding all of `boxes` (at least one)."""
     spanned = boxes[0]

@@ -152,6 +152,11 @@ class MatchSettings(_Strict):
 class MaskSettings(_Strict):
     margin_fraction: float = Field(default=0.2, ge=0, le=1)  # of the text height
     min_margin: int = Field(default=1, ge=0)
+    # Text whose letters are at most this tall (px) is masked unread, where the detector sees a
+    # line of at least `unreadable_min_letters` letters of one height: OCR misreads it, so PHI
+    # matching cannot be relied on there. 0: off (such text is read and matched like any other).
+    unreadable_height: int = Field(default=0, ge=0)
+    unreadable_min_letters: int = Field(default=4, ge=2)
 
 
 class VerifySettings(_Strict):

@@ -41,6 +41,13 @@ def test_an_image_without_text_costs_no_call(clean: Clean, sheets: list[tuple[in
     assert not outcome.redacted and sheets == []
 
 
+def test_text_too_small_to_read_is_masked_without_a_call(clean: Clean, sheets: list[tuple[int, int]]) -> None:
+    mask = text_mask(256, 256, Font("DejaVuSans.ttf", 6))
+    outcome = clean(image_dataset(Kind("MONOCHROME2", 12), "MR", mask))
+    assert (outcome.redacted, outcome.reason, outcome.ocr_frames) == (True, "unreadable text", 0)
+    assert sheets == []
+
+
 def test_action_ocr_reads_whole_frames_with_the_regions_and_verifies_a_whole_frame(
     clean: Clean, sheets: list[tuple[int, int]]
 ) -> None:

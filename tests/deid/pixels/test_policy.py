@@ -84,3 +84,10 @@ def test_ctp_and_or_conditions_survive_conversion(attributes: dict[str, object],
     rules = load_region_rules(CONFIG / "burned-in-regions.yaml")
     names, _ = matching_boxes(rules, _dataset(**attributes))
     assert names == [expected]
+
+
+def test_unreadable_text_masking_is_off_unless_the_policy_sets_a_height(tmp_path: Path) -> None:
+    path = tmp_path / "policy.yaml"
+    path.write_text("masking: {margin_fraction: 0.2}\n")
+    assert load_policy(path).settings.masking.unreadable_height == 0
+    assert load_policy(POLICY).settings.masking.unreadable_height > 0

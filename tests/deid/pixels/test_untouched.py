@@ -1,4 +1,5 @@
-"""Images without burned-in PHI leave the pixel step byte for byte as they came (unless policy says all text)."""
+"""Images without burned-in PHI leave the pixel step byte for byte as they came (unless policy says all text,
+or the text is too small to read: masking.unreadable_height)."""
 
 from __future__ import annotations
 
@@ -12,9 +13,10 @@ from pydicom.data import get_testdata_file
 
 from node.deid.phi import collect_header_phi
 from node.deid.pixels import PixelCleaner
-from tests.deid.pixels.conftest import Clean
+from node.deid.pixels.policy import load_policy
+from tests.deid.pixels.conftest import POLICY, Clean
 from tests.deid.pixels.judge import changed_pixels, decoded
-from tests.deid.pixels.synthetic import Font, Kind, image_dataset, text_mask
+from tests.deid.pixels.synthetic import Font, Kind, image_dataset, phantom, text_mask
 
 
 def _fingerprint(ds: pydicom.Dataset) -> tuple[str, str]:
@@ -41,6 +43,27 @@ def test_generated_phantoms_without_text_are_untouched(clean: Clean, kind: Kind)
     outcome = clean(ds)
     assert (outcome.redacted, outcome.reason, outcome.ocr_frames) == (False, "no text", 0)
     assert _fingerprint(ds) == before
+
+
+@pytest.mark.parametrize(
+    ("kind", "modality", "size", "full_scale"),
+    [(Kind("MONOCHROME2", 16, signed=True), "CT", 512, (-1024, 3071)), (Kind("MONOCHROME2", 12), "MR", 256, (0, 4095))],
+    ids=["CT", "MR"],
+)
+def test_text_free_corpus_stays_untouched_where_small_text_is_masked_unread(
+    cleaner: PixelCleaner, kind: Kind, modality: str, size: int, full_scale: tuple[int, int]
+) -> None:
+    """Small letters are masked unread (masking.unreadable_height), but only a line of several:
+    the detector's rare finds on text-free slices (a glyph-sized blob, e.g. CT phantom 7) stay."""
+    assert load_policy(POLICY).settings.masking.unreadable_height > 0
+    dtype = np.int16 if kind.signed else np.uint16
+    for seed in range(40):
+        ds = image_dataset(kind, modality, np.zeros((size, size), bool))
+        ds.PixelData = np.rint(phantom(size, size, *full_scale, seed)).astype(dtype).tobytes()
+        before = _fingerprint(ds)
+        outcome = cleaner.clean(ds, collect_header_phi(ds))
+        assert not outcome.redacted and outcome.boxes == 0, (seed, outcome.reason)
+        assert _fingerprint(ds) == before
 
 
 def test_text_that_is_not_phi_is_left_alone(clean: Clean) -> None:
