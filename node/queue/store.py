@@ -164,25 +164,28 @@ class JobStore:
 
     def _settle(self, job_id: int, owner: str | None, event: str, detail: str | None, **values: object) -> bool:
         """Move a job on, only if `owner` still holds it (a stale worker must not overwrite)."""
-        with self._sessions.begin() as session:
-            condition = [Job.id == job_id]
-            if owner is not None:
-                condition.append(Job.lease_owner == owner)
-            result = session.execute(update(Job).where(*condition).values(updated_at=utcnow(), **values))
-            if result.rowcount:
-                session.add(AuditEvent(job_id=job_id, event=event, detail=detail))
-            return bool(result.rowcount)
+        now = utcnow()
+        condition = [_JOBS.c.id == job_id]
+        if owner is not None:
+            condition.append(_JOBS.c.lease_owner == owner)
+        return self._settle_with(update(_JOBS).where(*condition).values(updated_at=now, **values), {},
+                                 job_id, event, detail, now)
+
+    def _settle_with(self, statement: Update, params: dict[str, object], job_id: int, event: str,
+                     detail: str | None, now: datetime) -> bool:
+        """Run a settling UPDATE and, if it moved the job, record `event` in the audit trail, in one
+        transaction."""
+        with self._engine.begin() as connection:
+            settled = connection.execute(statement, params).rowcount
+            if settled:
+                connection.execute(self._insert_audit, dict(job_id=job_id, event=event, detail=detail, at=now))
+        return bool(settled)
 
     def mark_clean(self, job_id: int, owner: str, *, new_sop_instance_uid: str, patient_pseudonym: str,
                    detail: str) -> bool:
         now = utcnow()
-        with self._engine.begin() as connection:
-            settled = connection.execute(self._mark_clean, dict(
-                job_id=job_id, owner=owner, now=now, new_uid=new_sop_instance_uid, pseudonym=patient_pseudonym,
-            )).rowcount
-            if settled:
-                connection.execute(self._insert_audit, dict(job_id=job_id, event="deidentified", detail=detail, at=now))
-        return bool(settled)
+        params = dict(job_id=job_id, owner=owner, now=now, new_uid=new_sop_instance_uid, pseudonym=patient_pseudonym)
+        return self._settle_with(self._mark_clean, params, job_id, "deidentified", detail, now)
 
     def retry_later(self, job_id: int, owner: str, *, state: JobState, error: str, delay_seconds: float,
                     destination: str | None = None) -> bool:
