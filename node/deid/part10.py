@@ -8,14 +8,15 @@ element to pydicom; elsewhere it is pydicom's `save_as`.
 
 from __future__ import annotations
 
+import copy
 import io
 from struct import Struct
 
 from pydicom.charset import convert_encodings, default_encoding
 from pydicom.dataelem import RawDataElement
-from pydicom.dataset import Dataset
+from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filebase import DicomBytesIO
-from pydicom.filewriter import dcmwrite, write_data_element
+from pydicom.filewriter import write_data_element, write_file_meta_info
 from pydicom.tag import tag_in_exception
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 from pydicom.valuerep import EXPLICIT_VR_LENGTH_32
@@ -23,7 +24,7 @@ from pydicom.valuerep import EXPLICIT_VR_LENGTH_32
 _IMPLICIT_HEADER = Struct("<HHL")
 _EXPLICIT_HEADER = Struct("<HH2sH")
 _EXPLICIT_LONG_HEADER = Struct("<HH2sHL")  # VRs with a 4-byte length: 2 reserved bytes first
-_META_LENGTH_AT = slice(140, 144)  # (0002,0000)'s value, after the preamble, "DICM", its tag and VR
+_GROUP_LENGTH = 0x00020000
 _SPECIFIC_CHARACTER_SET = 0x00080005
 
 
@@ -83,18 +84,23 @@ def _copyable_syntax(ds: Dataset) -> UID | None:
 
 
 def _file_head(ds: Dataset) -> bytes:
-    """The preamble and File Meta Information that dcmwrite gives `ds`: written by dcmwrite for a
-    dataset with only what it fills the meta in from (the SOP Class and Instance UIDs)."""
-    stub = Dataset()
-    stub.file_meta = ds.file_meta
-    stub.preamble = getattr(ds, "preamble", None)
-    for keyword in ("SOPClassUID", "SOPInstanceUID"):
-        if keyword in ds:
-            stub[keyword] = ds[keyword]
-    buffer = io.BytesIO()
-    dcmwrite(buffer, stub, enforce_file_format=True)
-    head = buffer.getvalue()
-    return head[: _META_LENGTH_AT.stop + int.from_bytes(head[_META_LENGTH_AT], "little")]
+    """The preamble and File Meta Information that dcmwrite gives `ds`, written as dcmwrite does
+    with `enforce_file_format` for a public syntax (the media storage UIDs taken from the dataset,
+    missing required elements filled in), but on a shallow copy of the meta: dcmwrite deep-copies
+    it, which cost more than all the rest of the head."""
+    meta = FileMetaDataset()
+    for element in ds.file_meta:
+        if element.tag != _GROUP_LENGTH:  # written anew, with the length of what follows
+            meta.add(copy.copy(element))  # filled-in values must not change `ds`'s own meta
+    for keyword, own in (("MediaStorageSOPClassUID", "SOPClassUID"), ("MediaStorageSOPInstanceUID", "SOPInstanceUID")):
+        current, wanted = meta.get(keyword), ds.get(own)
+        if current is None or (wanted and wanted != current):
+            setattr(meta, keyword, wanted)
+    head = DicomBytesIO()
+    head.write(getattr(ds, "preamble", None) or bytes(128))
+    head.write(b"DICM")
+    write_file_meta_info(head, meta, enforce_standard=True)
+    return head.getvalue()
 
 
 def _raw_header(element: RawDataElement, implicit: bool) -> bytes | None:

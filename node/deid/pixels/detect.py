@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import lru_cache
 
 import cv2
 import numpy as np
@@ -49,6 +50,7 @@ class Rect:
         return Rect(x0, y0, max(0, x1 - x0), max(0, y1 - y0))
 
 
+@lru_cache(maxsize=8)
 def _highlight_table(fraction: float) -> np.ndarray:
     floor = 255 * (1 - fraction)
     return np.clip((np.arange(256, dtype=np.float32) - floor) / fraction, 0, 255).astype(np.uint8)
@@ -69,17 +71,22 @@ def find_text(
     width = settings.max_stroke_width + 1
     kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (width, width))
     opened = cv2.morphologyEx(gray, cv2.MORPH_OPEN, kernel)
-    strokes = cv2.subtract(gray, opened) >= settings.min_contrast
+    strokes = _at_least(cv2.subtract(gray, opened), settings.min_contrast)
     views = [gray]
     if highlight:
         table = _highlight_table(settings.highlight_fraction)
         bright = cv2.LUT(gray, table)
-        strokes |= cv2.subtract(bright, cv2.LUT(opened, table)) >= settings.min_contrast
+        strokes |= _at_least(cv2.subtract(bright, cv2.LUT(opened, table)), settings.min_contrast)
         views.append(bright)
     if gray[::4, ::4].mean() >= 128:  # a light page: dark text
-        strokes |= cv2.morphologyEx(gray, cv2.MORPH_BLACKHAT, kernel) >= settings.min_contrast
-    strokes_u8 = strokes.astype(np.uint8)
-    return strokes_u8, text_candidates(views, strokes_u8, settings, colour)
+        strokes |= _at_least(cv2.morphologyEx(gray, cv2.MORPH_BLACKHAT, kernel), settings.min_contrast)
+    return strokes, text_candidates(views, strokes, settings, colour)
+
+
+def _at_least(contrast: np.ndarray, level: int) -> np.ndarray:
+    """1 where `contrast` (8-bit) reaches `level`, else 0, as uint8 (OpenCV's threshold: a numpy
+    comparison and conversion cost several times more on every frame)."""
+    return cv2.threshold(contrast, level - 1, 1, cv2.THRESH_BINARY)[1]
 
 
 def text_candidates(
@@ -91,10 +98,9 @@ def text_candidates(
     link = max(3, settings.min_text_height + 1)
     joined = cv2.morphologyEx(lined, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_RECT, (link, 1)))
     joined = cv2.dilate(joined, _SQUARE)
-    count, _, stats, _ = cv2.connectedComponentsWithStats(joined, connectivity=8)
     pieces = [  # letters or words: the right height, and at least a stroke's worth of pixels
-        Rect(int(x), int(y), int(w), int(h))
-        for x, y, w, h, _area in stats[1:count]
+        Rect(x, y, w, h)
+        for x, y, w, h in _components(joined)
         if settings.min_text_height <= h <= settings.max_text_height + 2
         and strokes[y : y + h, x : x + w].sum() >= settings.min_text_height
     ]
@@ -105,6 +111,18 @@ def text_candidates(
         return []
     lines = merge_lines(pieces)
     return _untangled(lines, pieces, texts, settings.max_text_height + 2)
+
+
+def _components(image: np.ndarray) -> Iterator[tuple[int, int, int, int]]:
+    """Bounding boxes of the 8-connected components of `image`, labelled within the box that holds
+    its nonzero pixels: most frames have little or no text-like ink, and labelling a whole frame
+    costs milliseconds whatever it holds."""
+    x0, y0, w0, h0 = cv2.boundingRect(image)
+    if w0 == 0 or h0 == 0:
+        return
+    count, _, stats, _ = cv2.connectedComponentsWithStats(image[y0 : y0 + h0, x0 : x0 + w0], connectivity=8)
+    for x, y, w, h, _area in stats[1:count].tolist():
+        yield x + x0, y + y0, w, h
 
 
 def _untangled(lines: list[Rect], pieces: list[Rect], texts: list[Rect], tallest: int) -> list[Rect]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +49,20 @@ def attribute_text(ds: Dataset, attribute: str) -> str | None:
     return None
 
 
+class _Attributes:
+    """One instance's attribute values as CTP compares them, each looked up once: the rules test
+    the same dozen attributes over and over."""
+
+    def __init__(self, ds: Dataset) -> None:
+        self._ds = ds
+        self._seen: dict[str, str | None] = {}
+
+    def text(self, attribute: str) -> str | None:
+        if attribute not in self._seen:
+            self._seen[attribute] = attribute_text(self._ds, attribute)
+        return self._seen[attribute]
+
+
 @dataclass(frozen=True)
 class Condition:
     """A tree of all/any/not over attribute tests, as CTP's `*`, `+` and `!` combine them."""
@@ -58,14 +73,14 @@ class Condition:
     operator: str = ""
     value: str = ""
 
-    def holds(self, ds: Dataset) -> bool:
+    def holds(self, attributes: _Attributes) -> bool:
         if self.kind == "all":
-            return all(c.holds(ds) for c in self.children)
+            return all(c.holds(attributes) for c in self.children)
         if self.kind == "any":
-            return any(c.holds(ds) for c in self.children)
+            return any(c.holds(attributes) for c in self.children)
         if self.kind == "not":
-            return not self.children[0].holds(ds)
-        actual = attribute_text(ds, self.attribute)
+            return not self.children[0].holds(attributes)
+        actual = attributes.text(self.attribute)
         return actual is not None and _OPERATORS[self.operator](actual, self.value)
 
 
@@ -97,6 +112,7 @@ def parse_condition(raw: Any, where: str) -> Condition:
     return Condition("test", attribute=key, operator=operator, value=str(operand))
 
 
+@lru_cache(maxsize=1024)
 def _tag(attribute: str) -> BaseTag | None:
     """A keyword or CTP's "[gggg,eeee]" as a tag; None if it names no attribute."""
     try:
@@ -137,8 +153,9 @@ def matching_boxes(rules: tuple[RegionRule, ...], ds: Dataset) -> tuple[list[str
     """Names of the rules that match this instance, and all their boxes."""
     names: list[str] = []
     boxes: list[Box] = []
+    attributes = _Attributes(ds)
     for rule in rules:
-        if rule.when.holds(ds):
+        if rule.when.holds(attributes):
             names.append(rule.name)
             boxes.extend(rule.boxes)
     return names, boxes
