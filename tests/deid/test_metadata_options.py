@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
 from node.deid.metadata import MetadataDeidentifier, MetadataReport
+from node.deid.part10 import part10
 from node.deid.phi import collect_header_phi
 from node.deid.profile import load_profile
 from node.deid.pseudonyms import DerivedMappings
@@ -40,6 +42,23 @@ def test_each_option_is_declared_with_its_cid_7050_code(option: str, tmp_path: P
     codes = [item.CodeValue for item in ds.DeidentificationMethodCodeSequence]
     assert codes == ["113100", OPTION_CODES[option]]
     assert report.options == (option,)
+
+
+@pytest.mark.parametrize("name", ["MR_small.dcm", "MR_small_implicit.dcm", "MR_small_bigendian.dcm", "MR_small_RLE.dcm"])
+def test_method_codes_read_back_from_the_written_file_in_every_encoding(
+    name: str, tmp_path: Path, mappings: DerivedMappings
+) -> None:
+    """The code sequence is encoded once per encoding and added as bytes: it must read back as
+    the same items, with scheme and meaning, whatever the syntax the file is written in."""
+    ds = read_test_file(name)
+    _apply(tmp_path, mappings, ds, "clean_descriptors")
+    written = pydicom.dcmread(io.BytesIO(part10(ds)))
+    assert written.file_meta.TransferSyntaxUID == ds.file_meta.TransferSyntaxUID
+    assert [(i.CodeValue, i.CodingSchemeDesignator, i.CodeMeaning) for i in written.DeidentificationMethodCodeSequence] == [
+        ("113100", "DCM", "Basic Application Confidentiality Profile"), ("113105", "DCM", "Clean Descriptors Option")]
+    again = pydicom.dcmread(io.BytesIO(part10(written)))  # through a second node: nothing added twice
+    _apply(tmp_path, mappings, again, "clean_descriptors")
+    assert [i.CodeValue for i in again.DeidentificationMethodCodeSequence] == ["113100", "113105"]
 
 
 def test_retain_uids_keeps_every_uid(tmp_path: Path, mappings: DerivedMappings) -> None:
