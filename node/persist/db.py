@@ -106,7 +106,7 @@ def check(url: str) -> None:
 
 
 def insert_ignoring_conflicts(
-    session: Session, table: Any, rows: Sequence[dict[str, Any]], unique: Iterable[str] | None
+    executor: Session | Connection, table: Any, rows: Sequence[dict[str, Any]], unique: Iterable[str] | None
 ) -> None:
     """INSERT ... ON CONFLICT DO NOTHING: get-or-create that two processes can race safely.
 
@@ -116,9 +116,9 @@ def insert_ignoring_conflicts(
     """
     if not rows:
         return
-    statement = _insert_ignoring(session.get_bind().dialect.name, table.__table__,
-                                 tuple(unique) if unique is not None else None)
-    session.execute(statement, list(rows))
+    dialect = executor.dialect if isinstance(executor, Connection) else executor.get_bind().dialect
+    statement = _insert_ignoring(dialect.name, table.__table__, tuple(unique) if unique is not None else None)
+    executor.execute(statement, list(rows))
 
 
 @lru_cache(maxsize=32)

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from cryptography.fernet import Fernet, InvalidToken
-from sqlalchemy import or_, select
+from sqlalchemy import Engine, or_, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -106,6 +106,7 @@ class MappingStore:
 
     def __init__(self, sessions: sessionmaker[Session], derivation: KeyedDerivation, cipher: OriginalCipher):
         self.sessions = sessions
+        self._engine: Engine = sessions.kw["bind"]
         self.derivation = derivation
         self.cipher = cipher
         self._patients: dict[str, PatientPseudonym] = {}
@@ -158,9 +159,9 @@ class MappingStore:
                   patient_pseudonym=patient, study_uid=study) for old, new in new_pairs.items()),
             key=lambda row: row["original_hash"],
         )
-        with self.sessions.begin() as session:
+        with self._engine.begin() as connection:  # Core, no ORM session: this runs for every instance
             for part in chunks(rows):
-                insert_ignoring_conflicts(session, UidMapping, part, ["original_hash"])
+                insert_ignoring_conflicts(connection, UidMapping, part, ["original_hash"])
         if len(self._recorded_uids) > _RECORDED_UIDS_LIMIT:  # bound the memory of a long-running worker
             self._recorded_uids.clear()
         self._recorded_uids.update(new_pairs)
