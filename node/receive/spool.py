@@ -39,18 +39,21 @@ class Spool:
         if free - size < self.min_free_bytes:
             raise SpoolFull(f"spool has {free} bytes free, needs {size} + reserve {self.min_free_bytes}")
 
-    def write(self, area: str, name: str, data: bytes | memoryview) -> Path:
-        """Write durably: tmp file, fsync, atomic rename, fsync of the directory."""
-        self.ensure_room(len(data))
+    def write(self, area: str, name: str, *parts: bytes | memoryview) -> Path:
+        """Write durably: tmp file, fsync, atomic rename, fsync of the directory. The file is the
+        parts one after the other (a file head and a received body need not be joined in memory
+        first: for a large instance that join was a copy of all of it)."""
+        self.ensure_room(sum(len(part) for part in parts))
         final = self.path(area, name)
         partial = self.path("tmp", f"{name}.{os.getpid()}.part")
         try:
             fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             try:
-                view = memoryview(data)
-                while view:
-                    written = os.write(fd, view)
-                    view = view[written:]
+                for part in parts:
+                    view = memoryview(part)
+                    while view:
+                        written = os.write(fd, view)
+                        view = view[written:]
                 os.fsync(fd)
             finally:
                 os.close(fd)
