@@ -13,7 +13,7 @@ import io
 from struct import Struct
 
 from pydicom.charset import convert_encodings, default_encoding
-from pydicom.dataelem import RawDataElement
+from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_data_element, write_file_meta_info
@@ -25,22 +25,32 @@ _IMPLICIT_HEADER = Struct("<HHL")
 _EXPLICIT_HEADER = Struct("<HH2sH")
 _EXPLICIT_LONG_HEADER = Struct("<HH2sHL")  # VRs with a 4-byte length: 2 reserved bytes first
 _GROUP_LENGTH = 0x00020000
+_LARGE = 1 << 16  # bytes: a value this long is written from its own bytes object, not copied
 _SPECIFIC_CHARACTER_SET = 0x00080005
 
 
 def part10(ds: Dataset) -> bytes:
-    """`ds` as a DICOM file, byte for byte what `save_as(enforce_file_format=True)` writes.
+    """`ds` as a DICOM file, byte for byte what `save_as(enforce_file_format=True)` writes."""
+    return b"".join(part10_pieces(ds))
+
+
+def part10_pieces(ds: Dataset) -> list[bytes]:
+    """`ds` as a DICOM file in pieces to write one after the other, byte for byte what
+    `save_as(enforce_file_format=True)` writes.
 
     pydicom's writer spends some 20 µs on every element, even one it copies through as read, and
     a CT slice keeps ~200 of those (most of them private): most of the write. Where pydicom would
     copy the elements as read (written in the encoding and character set they were read in),
-    this copies them itself and leaves the file head and every other element to pydicom.
+    this copies them itself and leaves the file head and every other element to pydicom. Large
+    native values (pixel data) are pieces of their own, the dataset's own bytes objects: a
+    500 MB multi-frame instance is not copied once more into the file image.
     """
     syntax = _copyable_syntax(ds)
     if syntax is None:
         buffer = io.BytesIO()
         ds.save_as(buffer, enforce_file_format=True)
-        return buffer.getvalue()
+        return [buffer.getvalue()]
+    pieces: list[bytes] = []
     out = DicomBytesIO()
     out.is_little_endian, out.is_implicit_VR = True, syntax.is_implicit_VR
     out.write(_file_head(ds))
@@ -52,13 +62,33 @@ def part10(ds: Dataset) -> bytes:
             continue
         element = ds.get_item(tag)
         header = _raw_header(element, syntax.is_implicit_VR) if isinstance(element, RawDataElement) else None
+        if header is None and isinstance(element, DataElement):
+            header = _large_native_header(element, syntax.is_implicit_VR)
         if header is None:
             with tag_in_exception(tag):
                 write_data_element(out, element, encodings)
+        elif len(element.value) >= _LARGE:
+            pieces += [out.getvalue(), header, element.value]
+            out = DicomBytesIO()
+            out.is_little_endian, out.is_implicit_VR = True, syntax.is_implicit_VR
         else:
             out.write(header)
             out.write(element.value)
-    return out.getvalue()
+    pieces.append(out.getvalue())
+    return pieces
+
+
+def _large_native_header(element: DataElement, implicit: bool) -> bytes | None:
+    """The header pydicom writes before a large OB/OW value it writes as is (defined, even
+    length: pydicom pads odd ones); None for anything else, which pydicom then writes."""
+    value = element.value
+    if not isinstance(value, bytes) or len(value) < _LARGE or len(value) % 2 or element.is_undefined_length:
+        return None
+    if implicit:
+        return _IMPLICIT_HEADER.pack(element.tag >> 16, element.tag & 0xFFFF, len(value))
+    if element.VR not in ("OB", "OW"):
+        return None
+    return _EXPLICIT_LONG_HEADER.pack(element.tag >> 16, element.tag & 0xFFFF, element.VR.encode(), 0, len(value))
 
 
 def _copyable_syntax(ds: Dataset) -> UID | None:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pydicom
 
 from node.deid.metadata import MetadataDeidentifier, MetadataReport
-from node.deid.part10 import part10
+from node.deid.part10 import part10_pieces
 from node.deid.phi import collect_header_phi
 from node.deid.pixels import PixelCleaner, PixelCleaningError, PixelOutcome
 from node.deid.pseudonyms import Mappings, MappingsUnavailable
@@ -25,12 +25,17 @@ class DeidentificationError(Exception):
 
 @dataclass(frozen=True)
 class DeidOutcome:
-    data: bytes  # the clean instance, as a DICOM Part 10 file
+    pieces: list[bytes]  # the clean instance, a DICOM Part 10 file in pieces to write in turn
     new_sop_instance_uid: str
     new_study_instance_uid: str | None
     patient_pseudonym: str
     metadata: MetadataReport
     pixels: PixelOutcome | None
+
+    @property
+    def data(self) -> bytes:
+        """The whole file as one bytes object (a copy: to read it back, not to write it)."""
+        return b"".join(self.pieces)
 
 
 class Deidentifier:
@@ -63,9 +68,9 @@ class Deidentifier:
         phi = collect_header_phi(ds)
         pixel_outcome = self.pixels.clean(ds, phi) if self.pixels is not None else None
         report = self.metadata.apply(ds, mappings, phi)
-        data = part10(ds)
+        pieces = part10_pieces(ds)
         study = str(ds.StudyInstanceUID) if "StudyInstanceUID" in ds else None
-        return DeidOutcome(data, str(ds.SOPInstanceUID), study, report.patient.patient_id, report, pixel_outcome)
+        return DeidOutcome(pieces, str(ds.SOPInstanceUID), study, report.patient.patient_id, report, pixel_outcome)
 
 
 def _require(ds: pydicom.Dataset) -> None:

@@ -69,7 +69,7 @@ class DeidWorker:
         try:
             mappings.commit(study_uid=outcome.new_study_instance_uid)
             committed = time.perf_counter()
-            self.spool.write("clean", job.spool_file, outcome.data)
+            self.spool.write("clean", job.spool_file, *outcome.pieces)
         except Exception as exc:  # noqa: BLE001
             self._retry(job, f"{type(exc).__name__} while storing the clean instance")
             return
