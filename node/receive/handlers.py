@@ -74,14 +74,15 @@ class StoreHandler:
             log.error("store_refused", reason="spool write failed", error=type(exc).__name__)
             return status(OUT_OF_RESOURCES, "node cannot write its spool")
         instance_hash = self.derivation.lookup_hash("uid", sop_instance)
+        file_bytes = len(head) + size
         try:
             job_id = self.jobs.enqueue(spool_file=name, calling_ae=event.assoc.requestor.ae_title,
-                                       sop_class_uid=sop_class, sop_instance_hash=instance_hash, size_bytes=len(head) + size)
+                                       sop_class_uid=sop_class, sop_instance_hash=instance_hash, size_bytes=file_bytes)
         except Exception as exc:  # noqa: BLE001 - database down or locked: refuse, keep nothing half-done
             self.spool.remove("incoming", name)
             log.error("store_refused", reason="database unavailable", error=type(exc).__name__)
             return status(OUT_OF_RESOURCES, "node database unavailable")
-        log.info("received", job=job_id, sop=instance_hash[:16], bytes=len(head) + size,
+        log.info("received", job=job_id, sop=instance_hash[:16], bytes=file_bytes,
                  seconds=round(time.perf_counter() - started, 4))
         return status(SUCCESS)
 
