@@ -17,6 +17,17 @@ def test_write_is_atomic_and_leaves_no_partials(tmp_path: Path) -> None:
     assert spool.count("tmp") == 0
 
 
+def test_parts_are_written_one_after_the_other_from_any_buffer(tmp_path: Path) -> None:
+    """A file head and a received body (a memoryview of pynetdicom's buffer) go to disk without
+    being joined in memory first."""
+    spool = Spool(tmp_path)
+    body = bytearray(b"\x01\x02" * 70_000)
+    name = spool.new_name()
+    with memoryview(body) as view:
+        spool.write("incoming", name, b"HEAD", view, b"", b"TAIL")
+    assert spool.path("incoming", name).read_bytes() == b"HEAD" + bytes(body) + b"TAIL"
+
+
 def test_refuses_when_free_space_would_fall_below_the_reserve(tmp_path: Path) -> None:
     spool = Spool(tmp_path, min_free_bytes=10**18)  # more than any disk has
     with pytest.raises(SpoolFull):
