@@ -338,10 +338,11 @@ class PixelCleaner:
     @staticmethod
     def _paint(frames: Frames, ds: pydicom.Dataset, found: _Found) -> list[int]:
         fill = fill_value(frames, ds)
-        count = frames.values.shape[0]
+        values = frames.writable()
+        count = values.shape[0]
         for index in range(count):
             for rect in found.every_frame | found.per_frame.get(index, set()):
-                paint(frames.values, index, rect, fill)
+                paint(values, index, rect, fill)
         return [i for i in range(count) if found.every_frame or i in found.per_frame]
 
     def _verify(

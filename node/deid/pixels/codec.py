@@ -26,10 +26,18 @@ class Frames:
     values: np.ndarray
     photometric: str  # of `values`: MONOCHROME1/2, RGB or PALETTE COLOR
 
+    def writable(self) -> np.ndarray:
+        """The frames, to paint on: a copy the first time if they are a view of the dataset's bytes."""
+        if not self.values.flags.writeable:
+            self.values = self.values.copy()
+        return self.values
+
 
 def decode(ds: Dataset) -> Frames:
+    """Every frame; native pixel data, where pydicom can, as a read-only view of the dataset's own
+    bytes: most images are only looked at, and a large one is then not held twice."""
     try:
-        values = pixel_array(ds)
+        values = pixel_array(ds, view_only=True)
     except Exception as exc:  # any decoder failure means we cannot look at the pixels: fail closed
         raise PixelCleaningError(f"pixel data could not be decoded ({type(exc).__name__})") from exc
     samples = int(ds.get("SamplesPerPixel", 1))
