@@ -13,6 +13,7 @@ from pydicom.data import get_testdata_file
 
 from node.deid.phi import collect_header_phi
 from node.deid.pixels import PixelCleaner
+from node.deid.pixels.codec import decode
 from node.deid.pixels.policy import load_policy
 from tests.deid.pixels.conftest import POLICY, Clean
 from tests.deid.pixels.judge import changed_pixels, decoded
@@ -91,3 +92,17 @@ def test_all_text_policy_masks_text_that_is_not_phi(tmp_path: Path) -> None:
     outcome = PixelCleaner.from_policy_file(policy).clean(ds, collect_header_phi(ds))
     assert (outcome.redacted, outcome.reason) == (True, "ocr text")
     assert changed_pixels(before, decoded(ds))[0][mask].mean() >= 0.99
+
+
+def test_native_frames_are_looked_at_in_place_and_copied_only_to_paint() -> None:
+    """A large native instance must not be held twice just to be looked at: the frames are a
+    read-only view of the dataset's own bytes, and painting works on a copy of its own."""
+    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    before = bytes(ds.PixelData)
+    frames = decode(ds)
+    assert not frames.values.flags.writeable
+    assert np.shares_memory(frames.values, np.frombuffer(ds.PixelData, dtype=np.uint8))
+    painted = frames.writable()
+    painted[0, :8, :8] = 0
+    assert painted is frames.values and frames.values.flags.writeable
+    assert ds.PixelData == before
