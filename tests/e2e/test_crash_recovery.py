@@ -9,6 +9,7 @@ restarted for the next round; at the end it drains the queue into Orthanc.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import signal
@@ -58,8 +59,17 @@ def _send_all(port: int, files: list[Path], acknowledged: list[str], first_ack: 
 def _children(pid: int) -> list[int]:
     """The node's worker and forwarder processes (not multiprocessing's resource tracker)."""
     out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
-    pids = [int(p) for p in out.split()]
-    return [p for p in pids if "resource_tracker" not in Path(f"/proc/{p}/cmdline").read_text(errors="replace")]
+    lines = {child: _command_line(child) for child in map(int, out.split())}
+    return [child for child, line in lines.items() if line is not None and "resource_tracker" not in line]
+
+
+def _command_line(pid: int) -> str | None:
+    """A process's command line; None once it is gone (a process can exit between pgrep and
+    this read: the supervisor replaces workers)."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_text(errors="replace")
+    except FileNotFoundError:
+        return None
 
 
 def test_acknowledged_instances_survive_repeated_kill_9(tmp_path: Path) -> None:
@@ -87,7 +97,8 @@ def test_acknowledged_instances_survive_repeated_kill_9(tmp_path: Path) -> None:
                 node = None
                 whole_node_kills += 1
             else:
-                os.kill(rng.choice(workers), signal.SIGKILL)  # the supervisor starts a new one
+                with contextlib.suppress(ProcessLookupError):  # it may have exited since it was listed
+                    os.kill(rng.choice(workers), signal.SIGKILL)  # the supervisor starts a new one
                 worker_kills += 1
             sender.join(30)
         if node is not None:
