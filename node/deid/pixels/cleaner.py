@@ -3,7 +3,7 @@
 Order of work for one instance: region rules for its device signature; the cheap detector on
 every frame; candidate lines of letters too small to read reliably masked unread
 (masking.unreadable_height); OCR of each other distinct candidate region once (cine loops repeat
-their text on every frame), with whole frames where the policy says "ocr" (BurnedInAnnotation=YES
+their text on every frame, a study its banner on every instance: words read are remembered), with whole frames where the policy says "ocr" (BurnedInAnnotation=YES
 always does), all in one tesseract call; mask; detect again on the masked frames and read what the masks changed
 (and whole frames where the policy's verification asks for them), again in one call; write back
 only if a pixel changed. A tesseract call costs ~0.15 s before it reads anything, so the number
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -37,6 +38,7 @@ from node.deid.pixels.regions import matching_boxes
 log = structlog.get_logger(__name__)
 
 _CROP_CONTEXT = 0.3  # of the candidate height, around each crop, so OCR sees whole glyphs
+_REGIONS_REMEMBERED = 4096  # distinct regions whose OCR words a cleaner keeps across instances
 
 
 class _Deadline:
@@ -132,44 +134,83 @@ def _window(rect: Rect) -> tuple[slice, slice]:
 Regions = dict[int, list[tuple[Rect, list[Word]]]]  # per frame: each candidate with the words read in it
 
 
-class _Reader:
-    """Reads text on an instance's frames; remembers what each distinct region said."""
+RegionKey = tuple[Rect, bytes]  # a candidate box and the hash of its own pixels
 
-    def __init__(self, settings: OcrSettings, deadline: _Deadline) -> None:
+
+class _Readings:
+    """What OCR read in each distinct region, kept across the instances one cleaner sees (one per
+    worker process): a study repeats its overlays on every instance (the banner with the patient's
+    name, the device's settings), and a tesseract call costs ~0.15 s before it reads a word. What
+    the words mean is decided per instance, against that instance's header. The least recently
+    used go first; in memory only, like the images themselves."""
+
+    def __init__(self, capacity: int) -> None:
+        self._capacity = capacity
+        self._words: OrderedDict[RegionKey, list[Word]] = OrderedDict()
+
+    def get(self, key: RegionKey) -> list[Word] | None:
+        words = self._words.get(key)
+        if words is not None:
+            self._words.move_to_end(key)
+        return words
+
+    def put(self, key: RegionKey, words: list[Word]) -> None:
+        self._words[key] = words
+        self._words.move_to_end(key)
+        while len(self._words) > self._capacity:
+            self._words.popitem(last=False)
+
+    def clear(self) -> None:
+        self._words.clear()
+
+
+class _Reader:
+    """Reads text on an instance's frames; a distinct region is read once (cine loops repeat their
+    text on every frame), and not at all if an earlier instance showed the same."""
+
+    def __init__(self, settings: OcrSettings, deadline: _Deadline, readings: _Readings) -> None:
         self._settings = settings
         self._deadline = deadline
-        self._seen: dict[tuple[Rect, bytes], list[Word]] = {}
+        self._readings = readings
         self.read_frames: set[int] = set()  # frames that had a region OCR had not read before
 
     @staticmethod
-    def _key(gray: np.ndarray, candidate: Rect) -> tuple[Rect, bytes]:
+    def _key(gray: np.ndarray, candidate: Rect) -> RegionKey:
         """A region is known by the candidate's own pixels, which hold all its strokes: a mask or
         a moving image next to it changes only the context around it, not what it says."""
         region = gray[candidate.y : candidate.y + candidate.h, candidate.x : candidate.x + candidate.w]
         return candidate, hashlib.blake2b(region.tobytes(), digest_size=16).digest()
 
     def read(self, views: dict[int, _View], wholes: dict[int, Crop]) -> tuple[Regions, dict[int, list[Word]]]:
-        """Each frame's candidate regions with the words read in them (a distinct region is read
-        once), and the words of the whole frames asked for: all in one tesseract call."""
+        """Each frame's candidate regions with the words read in them, and the words of the whole
+        frames asked for: what was not read before, all in one tesseract call."""
         settings = self._settings
-        wanted: dict[int, list[tuple[Rect, tuple[Rect, bytes]]]] = {}
-        fresh: dict[tuple[Rect, bytes], Crop] = {}
+        wanted: dict[int, list[tuple[Rect, RegionKey]]] = {}
+        known: dict[RegionKey, list[Word]] = {}
+        fresh: dict[RegionKey, Crop] = {}
         for index, view in views.items():
             self._deadline.remaining()
             rows, cols = view.gray.shape
             for candidate in view.candidates:
                 key = self._key(view.gray, candidate)
                 wanted.setdefault(index, []).append((candidate, key))
-                if key not in self._seen and key not in fresh:
-                    context = max(2, round(_CROP_CONTEXT * candidate.h))
-                    crop = view.crop(candidate.grown(context, rows, cols), candidate)
-                    fresh[key] = _as_policy_reads(crop, candidate.h, settings)
-                    self.read_frames.add(index)
+                if key in known or key in fresh:
+                    continue
+                earlier = self._readings.get(key)
+                if earlier is not None:
+                    known[key] = earlier
+                    continue
+                context = max(2, round(_CROP_CONTEXT * candidate.h))
+                crop = view.crop(candidate.grown(context, rows, cols), candidate)
+                fresh[key] = _as_policy_reads(crop, candidate.h, settings)
+                self.read_frames.add(index)
         keys = list(fresh)
         crops = [fresh[k] for k in keys] + list(wholes.values())
         words = _per_crop(read_crops(crops, settings, self._deadline.remaining()), len(crops))
-        self._seen.update(zip(keys, words))
-        regions = {i: [(c, self._seen[k]) for c, k in items] for i, items in wanted.items()}
+        for key, read in zip(keys, words):
+            known[key] = read
+            self._readings.put(key, read)
+        regions = {i: [(c, known[k]) for c, k in items] for i, items in wanted.items()}
         return regions, dict(zip(wholes, words[len(keys) :]))
 
 
@@ -206,8 +247,13 @@ class PixelCleaner:
     def __init__(self, policy: PixelPolicy, *, timeout_seconds: float = 300.0) -> None:
         self._policy = policy
         self._timeout = timeout_seconds
+        self._readings = _Readings(_REGIONS_REMEMBERED)
         matching = policy.settings.matching
         self._patterns = PresidioPatterns(matching) if matching.patterns or matching.presidio_entities else None
+
+    def forget_readings(self) -> None:
+        """Drop what OCR read on earlier instances: the next instances are read afresh."""
+        self._readings.clear()
 
     @classmethod
     def from_policy_file(cls, path: Path, *, timeout_seconds: float = 300.0) -> "PixelCleaner":
@@ -240,7 +286,7 @@ class PixelCleaner:
         count, rows, cols = frames.values.shape[:3]
         found = _Found(every_frame={Rect(*b).grown(0, rows, cols) for b in region_boxes} - {Rect(0, 0, 0, 0)})
         matcher = PhiMatcher(phi, self._policy.settings.matching, self._patterns)
-        reader = _Reader(self._policy.settings.ocr, deadline)
+        reader = _Reader(self._policy.settings.ocr, deadline, self._readings)
         areas = ultrasound_regions(ds, rows, cols) if decision.mask is MaskScope.ALL_TEXT_OUTSIDE_IMAGE else []
         views: dict[int, _View] = {}
         if decision.action is not Action.SKIP:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 from pydicom.dataset import Dataset
 from pydicom.pixels import apply_color_lut, pack_bits, pixel_array
-from pydicom.uid import RLELossless
+from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian, RLELossless
 
 from node.deid.pixels.outcome import PixelCleaningError
 
@@ -37,7 +37,7 @@ def decode(ds: Dataset) -> Frames:
     """Every frame; native pixel data, where pydicom can, as a read-only view of the dataset's own
     bytes: most images are only looked at, and a large one is then not held twice."""
     try:
-        values = pixel_array(ds, view_only=True)
+        values = pixel_array(ds, view_only=_viewable(ds))
     except Exception as exc:  # any decoder failure means we cannot look at the pixels: fail closed
         raise PixelCleaningError(f"pixel data could not be decoded ({type(exc).__name__})") from exc
     samples = int(ds.get("SamplesPerPixel", 1))
@@ -49,6 +49,24 @@ def decode(ds: Dataset) -> Frames:
         raise PixelCleaningError("decoded frame count differs from NumberOfFrames")
     photometric = "RGB" if samples == 3 else str(ds.PhotometricInterpretation).strip()
     return Frames(values, photometric)
+
+
+_NATIVE_LITTLE_ENDIAN = frozenset({ImplicitVRLittleEndian, ExplicitVRLittleEndian, DeflatedExplicitVRLittleEndian})
+
+
+def _viewable(ds: Dataset) -> bool:
+    """Whether pydicom can hand the stored values over as they are (otherwise it copies, and
+    warns when a view was asked for): native little endian, every allocated bit stored, bytes
+    or words, no colour conversion."""
+    meta = getattr(ds, "file_meta", None)
+    syntax = meta.get("TransferSyntaxUID") if meta is not None else None
+    bits = int(ds.get("BitsAllocated", 0) or 0)
+    return (
+        syntax in _NATIVE_LITTLE_ENDIAN
+        and bits in (8, 16, 32)
+        and bits == int(ds.get("BitsStored", 0) or 0)
+        and not str(ds.get("PhotometricInterpretation", "")).startswith("YBR")
+    )
 
 
 Span = tuple[float, float]

@@ -28,4 +28,5 @@ def clean(cleaner: PixelCleaner) -> Clean:
     def run(ds: pydicom.Dataset) -> PixelOutcome:
         return cleaner.clean(ds, collect_header_phi(ds))
 
+    cleaner.forget_readings()  # each test reads its images afresh, whatever ran before it
     return run

@@ -8,9 +8,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import numpy as np
+import pydicom
 import pytest
 
-from node.deid.pixels import ocr
+from node.deid.pixels import PixelCleaner, ocr
 from tests.deid.pixels.conftest import Clean
 from tests.deid.pixels.synthetic import Font, Kind, image_dataset, text_mask
 
@@ -56,3 +57,32 @@ def test_action_ocr_reads_whole_frames_with_the_regions_and_verifies_a_whole_fra
     assert outcome.redacted
     assert len(sheets) == 2  # search: regions and whole frame; verification: masked whole frame
     assert all(rows >= 256 for rows, _ in sheets)
+
+
+def test_text_an_earlier_instance_showed_is_not_read_again(
+    clean: Clean, cleaner: PixelCleaner, sheets: list[tuple[int, int]]
+) -> None:
+    """A study repeats its banner on every instance: read once per worker, not once per instance.
+    The words are remembered, not the verdict: each instance is matched against its own header."""
+    mask = text_mask(256, 256, Font("DejaVuSans.ttf", 8))
+    first, second = (image_dataset(Kind("MONOCHROME2", 12), "CT", mask) for _ in range(2))
+    found = clean(first)
+    calls = len(sheets)
+    assert found.redacted and calls >= 1
+    outcome = clean(second)
+    assert outcome.redacted and outcome.ocr_frames == 0 and len(sheets) == calls
+    assert second.PixelData == first.PixelData  # masked exactly as the first
+
+    def other_patient() -> pydicom.Dataset:  # the same pixels under another header
+        ds = image_dataset(Kind("MONOCHROME2", 12), "CT", mask)
+        ds.PatientName, ds.PatientID = "OTHER^SYNTHETIC", "SYN-OTHER-0001"
+        return ds
+
+    remembered, afresh = other_patient(), other_patient()
+    from_memory = clean(remembered)
+    assert len(sheets) == calls
+    cleaner.forget_readings()
+    read_again = clean(afresh)
+    assert len(sheets) == calls + 1
+    assert remembered.PixelData == afresh.PixelData and from_memory.boxes == read_again.boxes
+    assert from_memory.boxes < found.boxes  # this header's name and ID are not on the image
