@@ -81,28 +81,30 @@ def test_acknowledged_instances_survive_repeated_kill_9(tmp_path: Path) -> None:
         sent: list[Path] = []
         whole_node_kills = worker_kills = 0
         node: NodeProcess | None = None
-        for round_no in range(ROUNDS):
-            files = write_series(tmp_path / f"round{round_no}", PER_ROUND, patient_id=f"FAKE-CRASH-{round_no % 3}",
-                                 name=f"CRASHTEST^PATIENT{round_no % 3}")
-            sent.extend(files)
-            node = node or NodeProcess(config, port).start()
-            first_ack = threading.Event()
-            sender = threading.Thread(target=_send_all, args=(port, files, acknowledged, first_ack))
-            sender.start()
-            first_ack.wait(20)  # the kill lands while instances are in flight, not before any
-            time.sleep(rng.uniform(0.0, 0.6))
-            workers = _children(node.process.pid)
-            if round_no % 2 == 0 or not workers:
-                node.kill()  # SCP mid-association, workers and forwarder mid-job
-                node = None
-                whole_node_kills += 1
-            else:
-                with contextlib.suppress(ProcessLookupError):  # it may have exited since it was listed
-                    os.kill(rng.choice(workers), signal.SIGKILL)  # the supervisor starts a new one
-                worker_kills += 1
-            sender.join(30)
-        if node is not None:
-            node.stop()
+        try:
+            for round_no in range(ROUNDS):
+                files = write_series(tmp_path / f"round{round_no}", PER_ROUND, patient_id=f"FAKE-CRASH-{round_no % 3}",
+                                     name=f"CRASHTEST^PATIENT{round_no % 3}")
+                sent.extend(files)
+                node = node or NodeProcess(config, port).start()
+                first_ack = threading.Event()
+                sender = threading.Thread(target=_send_all, args=(port, files, acknowledged, first_ack))
+                sender.start()
+                first_ack.wait(20)  # the kill lands while instances are in flight, not before any
+                time.sleep(rng.uniform(0.0, 0.6))
+                workers = _children(node.process.pid)
+                if round_no % 2 == 0 or not workers:
+                    node.kill()  # SCP mid-association, workers and forwarder mid-job
+                    node = None
+                    whole_node_kills += 1
+                else:
+                    with contextlib.suppress(ProcessLookupError):  # it may have exited since it was listed
+                        os.kill(rng.choice(workers), signal.SIGKILL)  # the supervisor starts a new one
+                    worker_kills += 1
+                sender.join(30)
+        finally:  # a failed round must not leave a node running
+            if node is not None:
+                node.stop()
         with NodeProcess(config, port) as node:  # recovery: drain everything
             waiting = ("received", "processing", "clean", "forwarding", "failed")
             assert wait_until(lambda: not any(job_counts(config).get(s, 0) for s in waiting), 240)
