@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 
 from node.deid.phi import collect_header_phi  # noqa: E402
 from node.deid.pixels import PixelCleaner, PixelCleaningError  # noqa: E402
-from node.deid.pixels.codec import display_gray  # noqa: E402
+from node.deid.pixels.codec import display  # noqa: E402
 from node.deid.pixels.detect import find_text  # noqa: E402
 from node.deid.pixels.policy import load_policy  # noqa: E402
 from tests.deid.pixels.synthetic import Font, Kind, image_dataset, phantom, text_mask  # noqa: E402
@@ -125,7 +125,7 @@ def _detector(slices: int) -> dict[str, float]:
     found = 0
     started = time.perf_counter()
     for index in range(slices):
-        gray, _ = display_gray(frames[index % len(frames)], "MONOCHROME2", ds, None)
+        gray, _, _ = display(frames[index % len(frames)], "MONOCHROME2", ds, None)
         found += len(find_text(gray, settings, highlight=True)[1])
     seconds = time.perf_counter() - started
     return {"slices": slices, "ms_per_slice": 1000 * seconds / slices, "candidates": found}

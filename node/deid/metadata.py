@@ -353,6 +353,7 @@ class MetadataDeidentifier:
         self.profile = profile
         self.method_description = method_description
         self._rules: dict[int, Rule] = {}
+        self._method_codes = tuple((c.value, c.meaning) for c in (profile.basic_code, *profile.option_codes))
 
     def rule_of(self, tag: int) -> Rule:
         """The profile's rule, else its stated default for an attribute the table does not name."""
@@ -393,7 +394,7 @@ class MetadataDeidentifier:
         if method not in methods:
             methods.append(method)
         ds.add_new(_METHOD, "LO", methods if len(methods) > 1 else methods[0])
-        codes = tuple((code.value, code.meaning) for code in (self.profile.basic_code, *self.profile.option_codes))
+        codes = self._method_codes
         encoding = _file_encoding(ds)
         if _METHOD_CODES not in ds and encoding is not None and encoding[1]:
             ds[_METHOD_CODES] = _encoded_method_codes(codes, implicit=encoding[0])

@@ -63,7 +63,8 @@ class _File:
 
 
 def _read_meta(path: Path, sop_class: str) -> _File | SendResult:
-    """The file meta, for the pair to negotiate. The file's own SOP class is what is negotiated and sent; the job's stands in only where it lacks one."""
+    """The file meta, for the pair to negotiate. The file's own SOP class is what is negotiated
+    and sent; the job's stands in only where it lacks one."""
     try:
         meta = read_file_meta_info(path)
         return _File(path, str(meta.get("MediaStorageSOPClassUID") or sop_class),

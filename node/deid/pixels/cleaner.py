@@ -3,9 +3,10 @@
 Order of work for one instance: region rules for its device signature; the cheap detector on
 every frame; candidate lines of letters too small to read reliably masked unread
 (masking.unreadable_height); OCR of each other distinct candidate region once (cine loops repeat
-their text on every frame, a study its banner on every instance: words read are remembered), with whole frames where the policy says "ocr" (BurnedInAnnotation=YES
-always does), all in one tesseract call; mask; detect again on the masked frames and read what the masks changed
-(and whole frames where the policy's verification asks for them), again in one call; write back
+their text on every frame, a study its banner on every instance: words read are remembered),
+with whole frames where the policy says "ocr" (BurnedInAnnotation=YES always does), all in one
+tesseract call; mask; detect again on the masked frames and read what the masks changed (and
+whole frames where the policy's verification asks for them), again in one call; write back
 only if a pixel changed. A tesseract call costs ~0.15 s before it reads anything, so the number
 of calls, not the number of regions, sets the price of an image with text.
 """
@@ -14,8 +15,9 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from dataclasses import dataclass, field, replace
+from enum import Enum
 from pathlib import Path
 
 import numpy as np
@@ -52,6 +54,12 @@ class _Deadline:
         return left
 
 
+class _Hit(Enum):
+    READ = "read"  # text OCR read (PHI, or any text where the policy masks all)
+    OUTSIDE = "outside"  # unread: text outside the image areas
+    UNREADABLE = "unreadable"  # unread: text too small to read reliably
+
+
 @dataclass
 class _Found:
     """Rectangles to black out: on given frames, and on every frame."""
@@ -60,18 +68,11 @@ class _Found:
     every_frame: set[Rect] = field(default_factory=set)
     ocr_frames: set[int] = field(default_factory=set)
     candidates: int = 0
-    text_hits: int = 0  # rectangles placed because of text OCR read
-    outside_hits: int = 0  # rectangles placed, unread, over text outside the image areas
-    unreadable_hits: int = 0  # rectangles placed, unread, over text too small to read reliably
+    hits: Counter[_Hit] = field(default_factory=Counter)  # rectangles placed, by why
 
-    def add(self, frame: int | None, rect: Rect, *, read: bool = True, unreadable: bool = False) -> None:
+    def add(self, frame: int | None, rect: Rect, hit: _Hit = _Hit.READ) -> None:
         """Black out `rect` on one frame, or on every frame when `frame` is None."""
-        if unreadable:
-            self.unreadable_hits += 1
-        elif read:
-            self.text_hits += 1
-        else:
-            self.outside_hits += 1
+        self.hits[hit] += 1
         if frame is None:
             self.every_frame.add(rect)
         else:
@@ -342,7 +343,7 @@ class PixelCleaner:
                 continue
             found.candidates += 1
             margin = max(masking.min_margin, round(masking.margin_fraction * candidate.h))
-            found.add(index, candidate.grown(margin, rows, cols), read=False)
+            found.add(index, candidate.grown(margin, rows, cols), _Hit.OUTSIDE)
         return replace(view, candidates=inside)
 
     def _mask_unreadable(self, index: int, view: _View, found: _Found) -> _View:
@@ -362,7 +363,7 @@ class PixelCleaner:
                 continue
             found.candidates += 1
             limit = candidate.grown(2, *view.strokes.shape)
-            found.add(index, mask_rect(candidate, view.strokes, limit, masking), unreadable=True)
+            found.add(index, mask_rect(candidate, view.strokes, limit, masking), _Hit.UNREADABLE)
         return replace(view, candidates=kept)
 
     def _whole_frame(
@@ -372,10 +373,10 @@ class PixelCleaner:
         With image areas, every word outside them goes too, as their candidates do."""
         strokes = view.strokes
         outside = [[w] for w in words if areas and not inside_any(w.rect, areas)]
-        for phrases, read in ((_chosen(words, decision, matcher), True), (outside, False)):
+        for phrases, hit in ((_chosen(words, decision, matcher), _Hit.READ), (outside, _Hit.OUTSIDE)):
             for phrase in phrases:
                 rects = [self._word_mask(w.rect, strokes) for w in phrase]
-                found.add(None, spanning(rects), read=read)
+                found.add(None, spanning(rects), hit)
 
     def _word_mask(self, word: Rect, strokes: np.ndarray) -> Rect:
         limit = word.grown(max(2, word.h // 2), *strokes.shape)
@@ -422,11 +423,11 @@ class PixelCleaner:
     @staticmethod
     def _reason(rule_names: list[str], decision: Decision, found: _Found) -> str:
         parts = [f"region rule {name}" for name in rule_names[:1]]
-        if found.outside_hits:
+        if found.hits[_Hit.OUTSIDE]:
             parts.append("text outside image")
-        if found.unreadable_hits:
+        if found.hits[_Hit.UNREADABLE]:
             parts.append("unreadable text")
-        if found.text_hits:
+        if found.hits[_Hit.READ]:
             parts.append("ocr text" if decision.mask is MaskScope.ALL_TEXT else "ocr phi")
         if not parts:
             parts.append("no phi" if found.candidates else "no text")

@@ -113,12 +113,6 @@ def display(
     return (255 - gray if photometric == "MONOCHROME1" else gray), colour, (low, high)
 
 
-def display_gray(frame: np.ndarray, photometric: str, ds: Dataset, span: Span | None) -> tuple[np.ndarray, Span]:
-    """The 8-bit grey image of `display` and its span."""
-    gray, _, shown = display(frame, photometric, ds, span)
-    return gray, shown
-
-
 def fill_value(frames: Frames, ds: Dataset) -> np.ndarray:
     """The stored value that displays as black: a mask must look like a black box in any viewer."""
     values = frames.values
