@@ -227,8 +227,9 @@ def _rendered(region: np.ndarray, strokes: np.ndarray, settings: DetectorSetting
     contrast = abs(level - float(background.mean()))
     if contrast >= settings.min_text_contrast:
         return True
-    calm = contrast >= settings.quiet_background_ratio * float(background.std())
-    return quiet and calm and contrast >= settings.quiet_text_contrast
+    if not quiet or contrast < settings.quiet_text_contrast:  # the background's noise need not be measured
+        return False
+    return contrast >= settings.quiet_background_ratio * float(background.std())
 
 
 def _one_colour(region: np.ndarray, strokes: np.ndarray, settings: DetectorSettings) -> bool:
@@ -246,12 +247,17 @@ def _ink_level(ink: np.ndarray, settings: DetectorSettings) -> tuple[int, bool]:
     tolerance below it, which made grey text look 12 levels fainter than it is."""
     tolerance = settings.ink_tolerance
     counts = np.bincount(ink, minlength=256)
-    near = np.convolve(counts, np.ones(2 * tolerance + 1), mode="same")
+    near = np.convolve(counts, _window_of(tolerance), mode="same")
     best = int(near.argmax())
     low = max(0, best - tolerance)
     inside = np.cumsum(counts[low : best + tolerance + 1])
     level = low + int(np.searchsorted(inside, (inside[-1] + 1) // 2))  # the median, from the histogram
     return level, bool(near[best] >= settings.min_ink_share * ink.size)
+
+
+@lru_cache(maxsize=8)
+def _window_of(tolerance: int) -> np.ndarray:
+    return np.ones(2 * tolerance + 1)
 
 
 def merge_lines(boxes: list[Rect]) -> list[Rect]:
