@@ -47,6 +47,8 @@ def part10_pieces(ds: Dataset) -> list[bytes]:
     """
     syntax = _copyable_syntax(ds)
     if syntax is None:
+        if not _declared_implicit(ds):
+            _give_missing_vrs(ds)
         buffer = io.BytesIO()
         ds.save_as(buffer, enforce_file_format=True)
         return [buffer.getvalue()]
@@ -65,6 +67,9 @@ def part10_pieces(ds: Dataset) -> list[bytes]:
         if header is None and isinstance(element, DataElement):
             header = _large_native_header(element, syntax.is_implicit_VR)
         if header is None:
+            if isinstance(element, RawDataElement) and element.VR is None and not syntax.is_implicit_VR:
+                _give_missing_vrs(ds)
+                element = ds[tag]
             with tag_in_exception(tag):
                 write_data_element(out, element, encodings)
         elif len(element.value) >= _LARGE:
@@ -76,6 +81,35 @@ def part10_pieces(ds: Dataset) -> list[bytes]:
             out.write(element.value)
     pieces.append(out.getvalue())
     return pieces
+
+
+def _declared_syntax(ds: Dataset) -> UID | None:
+    meta = getattr(ds, "file_meta", None)
+    return meta.get("TransferSyntaxUID") if meta is not None else None
+
+
+def _declared_implicit(ds: Dataset) -> bool:
+    syntax = _declared_syntax(ds)
+    return syntax is not None and syntax.is_transfer_syntax and syntax.is_implicit_VR
+
+
+def _give_missing_vrs(ds: Dataset) -> None:
+    """Look up the VR of every element read without one, in `ds` and its sequences' items.
+
+    A file that says explicit VR but holds implicit VR elements (one vendor's writer, or an edit
+    that re-labelled the syntax) is read by pydicom, which goes on in implicit VR, but its writer
+    cannot write an explicit VR it does not know. Converting an element looks its VR up in the
+    dictionary (UN for unknown private ones), so the instance is written, whole, in the syntax
+    its file declares."""
+    for tag in ds.keys():
+        element = ds.get_item(tag)
+        if isinstance(element, RawDataElement):
+            if element.VR is not None:
+                continue
+            element = ds[tag]
+        if element.VR == "SQ":
+            for item in element.value:
+                _give_missing_vrs(item)
 
 
 def _large_native_header(element: DataElement, implicit: bool) -> bytes | None:
@@ -95,8 +129,7 @@ def _copyable_syntax(ds: Dataset) -> UID | None:
     """The transfer syntax to write in, where pydicom would write the elements still as read as
     their bytes: a public little endian syntax that is not deflated, the one the dataset was read
     in, with the character set it was read with. None otherwise (and for what dcmwrite refuses)."""
-    meta = getattr(ds, "file_meta", None)
-    syntax = meta.get("TransferSyntaxUID") if meta is not None else None
+    syntax = _declared_syntax(ds)
     if (
         syntax is None
         or syntax.is_private
