@@ -17,6 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config" / "node.yaml"
+SHIPPED_STORAGE_CLASSES = DEFAULT_CONFIG.parent / "storage-sop-classes.yaml"
 
 AETitle = Annotated[str, Field(min_length=1, max_length=16, pattern=r"^[\x20-\x5b\x5d-\x7e]+$")]
 Port = Annotated[int, Field(ge=1, le=65535)]
@@ -61,6 +62,9 @@ class ReceiveSettings(_Strict):
     min_free_bytes: int = Field(default=256 * 1024**2, ge=0)
     network_timeout: float = Field(default=60.0, gt=0)
     tls: TLSSettings | None = None
+    # Storage SOP classes accepted besides pynetdicom's list: the standard's retired ones, and
+    # any private ones a site adds (see the file).
+    storage_classes: Path = SHIPPED_STORAGE_CLASSES
 
 
 class Destination(_Strict):
@@ -150,14 +154,7 @@ _ENV_OVERRIDES = {
 def load_settings(path: Path | str | None = None) -> Settings:
     """Read, resolve and validate the settings file (DEID_CONFIG, else config/node.yaml)."""
     config_path = Path(path or os.environ.get("DEID_CONFIG") or DEFAULT_CONFIG).resolve()
-    try:
-        raw = yaml.safe_load(config_path.read_text()) or {}
-    except FileNotFoundError as exc:
-        raise ConfigError(f"{config_path}: file not found") from exc
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{config_path}: not valid YAML: {exc}") from exc
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{config_path}: the top level must be a mapping")
+    raw = read_yaml_mapping(config_path)
     for variable, keys in _ENV_OVERRIDES.items():
         if variable in os.environ:
             target = raw
@@ -173,6 +170,19 @@ def load_settings(path: Path | str | None = None) -> Settings:
         )
         raise ConfigError(f"{config_path}: {problems}") from exc
     return _resolve_paths(settings, config_path.parent)
+
+
+def read_yaml_mapping(path: Path) -> dict:
+    """A settings or policy file's top-level mapping; ConfigError naming the file otherwise."""
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{path}: file not found") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping")
+    return raw
 
 
 def _resolve_paths(settings: Settings, base: Path) -> Settings:
@@ -195,7 +205,8 @@ def _resolve_paths(settings: Settings, base: Path) -> Settings:
     destination = settings.forward.destination
     return settings.model_copy(
         update={
-            "receive": settings.receive.model_copy(update={"tls": resolve_tls(settings.receive.tls)}),
+            "receive": settings.receive.model_copy(update={"tls": resolve_tls(settings.receive.tls),
+                                                           "storage_classes": resolve(settings.receive.storage_classes)}),
             "forward": settings.forward.model_copy(update={
                 "destination": destination.model_copy(update={"tls": resolve_tls(destination.tls)})}),
             "spool_dir": resolve(settings.spool_dir),

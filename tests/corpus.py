@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pydicom
 from pydicom.data import get_testdata_file, get_testdata_files
-from pydicom.uid import UID
+from pydicom.uid import UID, generate_uid
 from pynetdicom import AllStoragePresentationContexts
 
 STORAGE_CLASSES = {str(c.abstract_syntax) for c in AllStoragePresentationContexts}
+RETIRED_ULTRASOUND = "1.2.840.10008.5.1.4.1.1.6"  # Ultrasound Image Storage (Retired): not in that list
 # Large files that would only slow the suite down without adding a case.
 _TOO_BIG = 8 * 1024 * 1024
 
@@ -92,6 +93,17 @@ def network_corpus(count: int = 36, include: tuple[Path, ...] = ()) -> list[Path
 def multiframe_ultrasound_with_text() -> Path:
     """Philips CX50, two frames, patient name, ID, institution and date burned into the top 59 rows."""
     return Path(get_testdata_file("OBXXXX1A_2frame.dcm"))
+
+
+def retired_class_instance(directory: Path) -> Path:
+    """CT_small stored as Ultrasound Image Storage (Retired), a class 1990s archives still send
+    and pynetdicom's own list leaves out, under a fresh instance UID."""
+    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = RETIRED_ULTRASOUND
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    path = directory / "retired-class.dcm"
+    ds.save_as(path)
+    return path
 
 
 def is_registered(uid: str) -> bool:

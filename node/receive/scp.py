@@ -1,20 +1,24 @@
-"""The Storage SCP: every storage SOP class, every transfer syntax pynetdicom can receive,
-and only the calling AE titles (and, optionally, source addresses) the config allows.
+"""The Storage SCP: every storage SOP class pynetdicom knows and those config/storage-sop-classes.yaml
+adds (the standard's retired ones, a site's private ones), every transfer syntax pynetdicom can
+receive, and only the calling AE titles (and, optionally, source addresses) the config allows.
 """
 
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 from typing import Any
 
 import structlog
-from pynetdicom import ALL_TRANSFER_SYNTAXES, AE, AllStoragePresentationContexts, evt
+from pydicom.uid import UID
+from pynetdicom import ALL_TRANSFER_SYNTAXES, AE, AllStoragePresentationContexts, evt, register_uid
 from pynetdicom.events import Event
 from pynetdicom.presentation import PresentationContext
+from pynetdicom.service_class import StorageServiceClass
 from pynetdicom.sop_class import Verification
 from pynetdicom.transport import ThreadedAssociationServer
 
-from node.config import ReceiveSettings
+from node.config import ConfigError, ReceiveSettings, read_yaml_mapping
 from node.network import no_delay_on_open, server_tls_context
 from node.receive.handlers import StoreHandler, handlers
 
@@ -25,12 +29,39 @@ def build_ae(settings: ReceiveSettings) -> AE:
     ae = AE(ae_title=settings.ae_title)
     for context in AllStoragePresentationContexts:
         ae.add_supported_context(context.abstract_syntax, ALL_TRANSFER_SYNTAXES)
+    for uid in extra_storage_classes(settings.storage_classes):
+        ae.add_supported_context(uid, ALL_TRANSFER_SYNTAXES)
     ae.add_supported_context(Verification)
     ae.require_calling_aet = [caller.ae_title for caller in settings.allowed_callers]
     ae.maximum_associations = settings.max_associations
     ae.maximum_pdu_size = settings.max_pdu
     ae.network_timeout = settings.network_timeout
     return ae
+
+
+def extra_storage_classes(path: Path) -> list[str]:
+    """The storage SOP classes `path` lists (retired and private), each registered with
+    pynetdicom's storage service: a C-STORE in a class pynetdicom does not know would otherwise
+    find no service to handle it, even in an accepted context."""
+    known = {context.abstract_syntax for context in AllStoragePresentationContexts}
+    uids = [uid for uid in _listed_classes(path) if uid not in known]
+    for uid in uids:
+        register_uid(uid, "Accepted_" + uid.replace(".", "_"), StorageServiceClass)
+    return uids
+
+
+def _listed_classes(path: Path) -> list[str]:
+    raw = read_yaml_mapping(path)
+    if set(raw) - {"retired", "private"}:
+        raise ConfigError(f"{path}: expected the lists 'retired' and 'private' only")
+    uids = []
+    for group in ("retired", "private"):
+        for entry in raw.get(group) or []:
+            uid = str(entry.get("uid", "")) if isinstance(entry, dict) else ""
+            if not UID(uid).is_valid:
+                raise ConfigError(f"{path}: {group}: {entry!r} is not {{uid: <a valid UID>, name: ...}}")
+            uids.append(uid)
+    return uids
 
 
 class _CheaplyCopiedContext(PresentationContext):

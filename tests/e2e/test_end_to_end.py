@@ -11,7 +11,8 @@ from collections.abc import Iterator
 import pydicom
 import pytest
 
-from tests.corpus import is_registered, multiframe_ultrasound_with_text, network_corpus
+from tests.corpus import (RETIRED_ULTRASOUND, is_registered, multiframe_ultrasound_with_text, network_corpus,
+                          retired_class_instance)
 from tests.nodeproc import SECRET
 from tests.nodeproc import NodeProcess, deid_node, job_counts, wait_until
 from tests.servers import Orthanc, echoscu, storescu, unavailable
@@ -43,7 +44,8 @@ def delivered(pacs: Orthanc, tmp_path_factory: pytest.TempPathFactory):  # type:
     from tests.nodeproc import write_config
     from tests.servers import free_port
 
-    files = network_corpus(36, include=(multiframe_ultrasound_with_text(),))
+    retired = retired_class_instance(tmp_path_factory.mktemp("retired"))
+    files = network_corpus(36, include=(multiframe_ultrasound_with_text(), retired))
     port = free_port()
     config = write_config(tmp_path_factory.mktemp("e2e"), port=port, dest_port=pacs.dicom_port, workers=2)
     started = time.monotonic()
@@ -74,6 +76,14 @@ def test_every_sent_instance_arrives_once_even_when_sent_twice(pacs: Orthanc, de
     assert delivered["counts"]["forwarded"] == len(delivered["files"]) + 3  # 3 were sent twice ...
     assert pacs.count() == len(delivered["files"])  # ... under the same new UIDs, so stored once
     print(f"e2e: {len(delivered['files'])} instances in {delivered['seconds']:.1f} s")
+
+
+def test_an_instance_of_a_retired_storage_class_arrives_in_its_class(pacs: Orthanc, delivered) -> None:  # type: ignore[no-untyped-def]
+    """The corpus holds one instance sent as Ultrasound Image Storage (Retired), which the node
+    accepts from its class list (config/storage-sop-classes.yaml); it reaches the PACS clean."""
+    stored = [pacs.dataset(instance) for instance in pacs.instances()]
+    retired = [ds for ds in stored if ds.SOPClassUID == RETIRED_ULTRASOUND]
+    assert len(retired) == 1 and retired[0].PatientIdentityRemoved == "YES"
 
 
 def test_no_original_identifier_reaches_the_pacs(pacs: Orthanc, delivered) -> None:  # type: ignore[no-untyped-def]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pydicom
 import pytest
@@ -12,7 +13,7 @@ from pynetdicom import ALL_TRANSFER_SYNTAXES, AE
 from pynetdicom.sop_class import CTImageStorage
 from sqlalchemy import text
 
-from node.config import load_settings
+from node.config import ConfigError, load_settings
 from node.factory import Node
 from node.persist.models import JobState
 from node.receive.scp import accepted_contexts, build_ae, start_scp
@@ -77,14 +78,19 @@ def test_database_unavailable_refuses_and_removes_the_spooled_file(node: Node) -
     assert node.spool.count("incoming") == 0 and node.spool.count("tmp") == 0
 
 
-def test_instance_over_the_size_limit_is_refused(node_config) -> None:  # type: ignore[no-untyped-def]
-    n = Node(load_settings(node_config(receive={"max_instance_bytes": 2048})))
+def _send_to_new_node(node_config, path: str, **receive: object):  # type: ignore[no-untyped-def]
+    """A node of its own with these receive settings, listening only for this one send."""
+    n = Node(load_settings(node_config(name="node-" + ("-".join(sorted(receive)) or "defaults"), receive=receive)))
     n.upgrade_database()
     server = start_scp(n.settings.receive, n.store_handler())
     try:
-        result = _send(n, CT)
+        return n, _send(n, path)
     finally:
         server.shutdown()
+
+
+def test_instance_over_the_size_limit_is_refused(node_config) -> None:  # type: ignore[no-untyped-def]
+    n, result = _send_to_new_node(node_config, CT, max_instance_bytes=2048)
     assert result.Status == 0xA700
     assert n.spool.count("incoming") == 0
 
@@ -114,3 +120,49 @@ def test_each_association_negotiates_on_its_own_copy_of_the_contexts(node: Node)
             assert [c.transfer_syntax[0] for c in assoc.accepted_contexts] == [syntax]
         finally:
             assoc.release()
+
+
+def _as_sop_class(directory: Path, sop_class: str) -> str:
+    """CT_small re-labelled as another SOP class (file meta too), as a file to send."""
+    ds = pydicom.dcmread(CT)
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = sop_class
+    path = directory / f"{sop_class}.dcm"
+    ds.save_as(path)
+    return str(path)
+
+
+def test_retired_storage_classes_are_accepted_and_queued(node: Node, tmp_path: Path) -> None:
+    """An archive sends 1990s ultrasound as Ultrasound Image Storage (Retired), a class
+    pynetdicom's own list leaves out: it is accepted, stored and queued like any other."""
+    retired_us = "1.2.840.10008.5.1.4.1.1.6"
+    result = _send(node, _as_sop_class(tmp_path, retired_us))
+    assert result is not None and result.Status == 0x0000
+    [job] = node.jobs.jobs_in([JobState.RECEIVED])
+    assert job.sop_class_uid == retired_us
+
+
+def test_a_private_class_is_accepted_only_once_the_site_lists_it(node_config, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Tried: a vendor's private storage SOP class, first with the shipped list (refused at
+    association: nothing stored), then with the site's list naming it (stored and queued)."""
+    private_class = "1.2.826.0.1.3680043.8.498.99.1"
+    path = _as_sop_class(tmp_path, private_class)
+    site_list = tmp_path / "classes.yaml"
+    site_list.write_text(f'retired: []\nprivate:\n  - {{uid: "{private_class}", name: "Vendor Private Storage"}}\n')
+    for classes, accepted in ((None, False), (site_list, True)):
+        n, result = _send_to_new_node(node_config, path, **({"storage_classes": str(classes)} if classes else {}))
+        assert (result is not None and result.Status == 0x0000) is accepted
+        assert len(n.jobs.jobs_in([JobState.RECEIVED])) == int(accepted)
+
+
+@pytest.mark.parametrize("content, complaint", [
+    ("retired: [{uid: not-a-uid}]\n", "is not {uid: <a valid UID>"),
+    ("ultrasound: []\n", "expected the lists 'retired' and 'private' only"),
+    ("retired: [\n", "not valid YAML"),
+])
+def test_a_malformed_class_list_is_a_clear_error(node_config, tmp_path: Path, content: str, complaint: str) -> None:  # type: ignore[no-untyped-def]
+    classes = tmp_path / "classes.yaml"
+    classes.write_text(content)
+    settings = load_settings(node_config(receive={"storage_classes": str(classes)}))
+    with pytest.raises(ConfigError, match=str(classes)) as raised:
+        build_ae(settings.receive)
+    assert complaint in str(raised.value)
