@@ -20,13 +20,13 @@ from pathlib import Path
 from types import FrameType, TracebackType
 from typing import Self
 
-from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
+from pynetdicom import evt
 from pynetdicom.events import Event
 from pynetdicom.status import Status
 
 from node.config import ReceiveSettings
 from node.network import no_delay_on_open
-from node.receive.scp import accepted_contexts
+from node.receive.scp import accepted_contexts, build_ae
 
 
 class Sink:
@@ -42,12 +42,10 @@ class Sink:
         self.associations = 0  # accepted so far: how often a sender paid for negotiation
         self._lock = threading.Lock()
         self._numbers = itertools.count(1)
-        self._ae = AE(ae_title=ae_title)
-        # The same acceptor settings as the node's SCP (largest PDU, contexts cheap to copy per
-        # association), so that the ceiling is pynetdicom at its best, not at its defaults.
-        self._ae.maximum_pdu_size = ReceiveSettings().max_pdu
-        for context in AllStoragePresentationContexts:
-            self._ae.add_supported_context(context.abstract_syntax, ALL_TRANSFER_SYNTAXES)
+        # The node's own acceptor (largest PDU, every storage class it accepts, contexts cheap to
+        # copy per association), so that the ceiling is pynetdicom at its best, not at its
+        # defaults, and the sink takes whatever the node forwards. Any caller may associate.
+        self._ae = build_ae(ReceiveSettings(ae_title=ae_title))
 
     def _store(self, event: Event) -> int:
         # The raw dataset behind a fresh file meta: nothing is parsed, nothing is re-encoded.

@@ -95,13 +95,13 @@ def multiframe_ultrasound_with_text() -> Path:
     return Path(get_testdata_file("OBXXXX1A_2frame.dcm"))
 
 
-def retired_class_instance(directory: Path) -> Path:
-    """CT_small stored as Ultrasound Image Storage (Retired), a class 1990s archives still send
-    and pynetdicom's own list leaves out, under a fresh instance UID."""
+def ct_stored_as(directory: Path, sop_class: str) -> Path:
+    """CT_small re-labelled as another SOP class (file meta too), under a fresh instance UID: an
+    instance of a class no test file has (a retired one, a vendor's private one)."""
     ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
-    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = RETIRED_ULTRASOUND
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = sop_class
     ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
-    path = directory / "retired-class.dcm"
+    path = directory / f"{sop_class}.dcm"
     ds.save_as(path)
     return path
 

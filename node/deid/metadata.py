@@ -17,9 +17,9 @@ from typing import Callable, Mapping
 import pydicom
 import structlog
 from pydicom import config
+from pydicom.charset import default_encoding
 from pydicom.datadict import dictionary_VR, get_entry, private_dictionary_VR
 from pydicom.dataelem import DataElement, RawDataElement
-from pydicom.charset import default_encoding
 from pydicom.dataset import Dataset
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_sequence_item
@@ -31,6 +31,7 @@ from pydicom.valuerep import STR_VR
 from node.deid import private as private_rules
 from node.deid.actions import dummy_value, resolve_combined
 from node.deid.dates import cap_age, shift_date, shift_datetime
+from node.deid.part10 import declared_syntax
 from node.deid.phi import HeaderPhi
 from node.deid.profile import Profile, Rule
 from node.deid.pseudonyms import Mappings, PatientPseudonym
@@ -423,7 +424,7 @@ def _code_item(value: str, meaning: str) -> Dataset:
 
 def _file_encoding(ds: Dataset) -> tuple[bool, bool] | None:
     """(implicit VR, little endian) of the transfer syntax the instance will be written in."""
-    syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    syntax = declared_syntax(ds)
     if syntax is None or syntax.is_private or not syntax.is_transfer_syntax:
         return None
     return syntax.is_implicit_VR, syntax.is_little_endian

@@ -83,13 +83,14 @@ def part10_pieces(ds: Dataset) -> list[bytes]:
     return pieces
 
 
-def _declared_syntax(ds: Dataset) -> UID | None:
+def declared_syntax(ds: Dataset) -> UID | None:
+    """The transfer syntax the instance's file meta declares: the one it will be written in."""
     meta = getattr(ds, "file_meta", None)
     return meta.get("TransferSyntaxUID") if meta is not None else None
 
 
 def _declared_implicit(ds: Dataset) -> bool:
-    syntax = _declared_syntax(ds)
+    syntax = declared_syntax(ds)
     return syntax is not None and syntax.is_transfer_syntax and syntax.is_implicit_VR
 
 
@@ -129,7 +130,7 @@ def _copyable_syntax(ds: Dataset) -> UID | None:
     """The transfer syntax to write in, where pydicom would write the elements still as read as
     their bytes: a public little endian syntax that is not deflated, the one the dataset was read
     in, with the character set it was read with. None otherwise (and for what dcmwrite refuses)."""
-    syntax = _declared_syntax(ds)
+    syntax = declared_syntax(ds)
     if (
         syntax is None
         or syntax.is_private

@@ -40,7 +40,6 @@ def test_images_without_text_keep_pixel_bytes_and_transfer_syntax(deidentifier: 
     assert clean.PatientIdentityRemoved == "YES"
 
 
-
 def test_a_file_that_says_explicit_vr_but_holds_implicit_vr_is_written_in_explicit_vr(
     deidentifier: Deidentifier,
 ) -> None:

@@ -11,8 +11,8 @@ from collections.abc import Iterator
 import pydicom
 import pytest
 
-from tests.corpus import (RETIRED_ULTRASOUND, is_registered, multiframe_ultrasound_with_text, network_corpus,
-                          retired_class_instance)
+from tests.corpus import (RETIRED_ULTRASOUND, ct_stored_as, is_registered, multiframe_ultrasound_with_text,
+                          network_corpus)
 from tests.nodeproc import SECRET
 from tests.nodeproc import NodeProcess, deid_node, job_counts, wait_until
 from tests.servers import Orthanc, echoscu, storescu, unavailable
@@ -44,7 +44,7 @@ def delivered(pacs: Orthanc, tmp_path_factory: pytest.TempPathFactory):  # type:
     from tests.nodeproc import write_config
     from tests.servers import free_port
 
-    retired = retired_class_instance(tmp_path_factory.mktemp("retired"))
+    retired = ct_stored_as(tmp_path_factory.mktemp("retired"), RETIRED_ULTRASOUND)
     files = network_corpus(36, include=(multiframe_ultrasound_with_text(), retired))
     port = free_port()
     config = write_config(tmp_path_factory.mktemp("e2e"), port=port, dest_port=pacs.dicom_port, workers=2)

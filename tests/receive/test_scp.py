@@ -17,6 +17,7 @@ from node.config import ConfigError, load_settings
 from node.factory import Node
 from node.persist.models import JobState
 from node.receive.scp import accepted_contexts, build_ae, start_scp
+from tests.corpus import RETIRED_ULTRASOUND, ct_stored_as
 
 CT = get_testdata_file("CT_small.dcm")
 
@@ -122,30 +123,20 @@ def test_each_association_negotiates_on_its_own_copy_of_the_contexts(node: Node)
             assoc.release()
 
 
-def _as_sop_class(directory: Path, sop_class: str) -> str:
-    """CT_small re-labelled as another SOP class (file meta too), as a file to send."""
-    ds = pydicom.dcmread(CT)
-    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = sop_class
-    path = directory / f"{sop_class}.dcm"
-    ds.save_as(path)
-    return str(path)
-
-
 def test_retired_storage_classes_are_accepted_and_queued(node: Node, tmp_path: Path) -> None:
     """An archive sends 1990s ultrasound as Ultrasound Image Storage (Retired), a class
     pynetdicom's own list leaves out: it is accepted, stored and queued like any other."""
-    retired_us = "1.2.840.10008.5.1.4.1.1.6"
-    result = _send(node, _as_sop_class(tmp_path, retired_us))
+    result = _send(node, str(ct_stored_as(tmp_path, RETIRED_ULTRASOUND)))
     assert result is not None and result.Status == 0x0000
     [job] = node.jobs.jobs_in([JobState.RECEIVED])
-    assert job.sop_class_uid == retired_us
+    assert job.sop_class_uid == RETIRED_ULTRASOUND
 
 
 def test_a_private_class_is_accepted_only_once_the_site_lists_it(node_config, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     """Tried: a vendor's private storage SOP class, first with the shipped list (refused at
     association: nothing stored), then with the site's list naming it (stored and queued)."""
     private_class = "1.2.826.0.1.3680043.8.498.99.1"
-    path = _as_sop_class(tmp_path, private_class)
+    path = str(ct_stored_as(tmp_path, private_class))
     site_list = tmp_path / "classes.yaml"
     site_list.write_text(f'retired: []\nprivate:\n  - {{uid: "{private_class}", name: "Vendor Private Storage"}}\n')
     for classes, accepted in ((None, False), (site_list, True)):

@@ -16,6 +16,7 @@ from pydicom.dataset import Dataset
 from pydicom.pixels import apply_color_lut, pack_bits, pixel_array
 from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian, RLELossless
 
+from node.deid.part10 import declared_syntax
 from node.deid.pixels.outcome import PixelCleaningError
 
 
@@ -58,8 +59,7 @@ def _viewable(ds: Dataset) -> bool:
     """Whether pydicom can hand the stored values over as they are (otherwise it copies, and
     warns when a view was asked for): native little endian, every allocated bit stored, bytes
     or words, no colour conversion."""
-    meta = getattr(ds, "file_meta", None)
-    syntax = meta.get("TransferSyntaxUID") if meta is not None else None
+    syntax = declared_syntax(ds)
     bits = int(ds.get("BitsAllocated", 0) or 0)
     return (
         syntax in _NATIVE_LITTLE_ENDIAN
