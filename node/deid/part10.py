@@ -59,15 +59,15 @@ def part10_pieces(ds: Dataset) -> list[bytes]:
     if "PixelData" in ds:  # as dcmwrite does: encapsulated pixel data has an undefined length
         ds["PixelData"].is_undefined_length = syntax.is_compressed
     encodings = ds.get("SpecificCharacterSet", default_encoding)
+    implicit = syntax.is_implicit_VR
     for tag in sorted(ds.keys()):
-        if tag.element == 0 and tag.group > 6:  # retired group lengths, which pydicom drops too
+        if tag & 0xFFFF == 0 and tag > 0x0006FFFF:  # retired group lengths, which pydicom drops too
             continue
         element = ds.get_item(tag)
-        header = _raw_header(element, syntax.is_implicit_VR) if isinstance(element, RawDataElement) else None
-        if header is None and isinstance(element, DataElement):
-            header = _large_native_header(element, syntax.is_implicit_VR)
+        raw = isinstance(element, RawDataElement)
+        header = _raw_header(element, implicit) if raw else _large_native_header(element, implicit)
         if header is None:
-            if isinstance(element, RawDataElement) and element.VR is None and not syntax.is_implicit_VR:
+            if raw and element.VR is None and not implicit:
                 _give_missing_vrs(ds)
                 element = ds[tag]
             with tag_in_exception(tag):
@@ -75,7 +75,7 @@ def part10_pieces(ds: Dataset) -> list[bytes]:
         elif len(element.value) >= _LARGE:
             pieces += [out.getvalue(), header, element.value]
             out = DicomBytesIO()
-            out.is_little_endian, out.is_implicit_VR = True, syntax.is_implicit_VR
+            out.is_little_endian, out.is_implicit_VR = True, implicit
         else:
             out.write(header)
             out.write(element.value)
