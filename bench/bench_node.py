@@ -6,6 +6,8 @@ For one corpus, in the same run and alternating, so that load on a shared machin
   dicognito       dicognito in-process on the same files (read, anonymize, encode)
   orthanc         storescu -> Orthanc                   (with --orthanc)
   node_orthanc    storescu -> node -> Orthanc           (with --orthanc)
+  transport_only  storescu -> node with de-identification replaced by a copy -> sink (and -> Orthanc
+                  with --orthanc): the most any de-identification could reach (--transport-ceiling)
 Then, optionally, the node with other worker counts (--workers 1 2 4) and one large multi-frame
 instance (--large-mb 500). Stage timings come from the node's own log and audit trail; memory
 is the peak RSS (VmHWM) of the node's processes.
@@ -49,6 +51,8 @@ from tests.servers import Orthanc, free_port, storescu  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 SINK_AE = "SINK"
+NODE = ("-m", "node")
+TRANSPORT_ONLY = (str(ROOT / "bench" / "transport_only.py"),)  # the node, de-identification a copy
 
 
 @dataclass(frozen=True)
@@ -147,13 +151,13 @@ def _cpu_by_role(roles: dict[int, str]) -> dict[str, float]:
 
 
 def through_node(files: Sequence[Path], scratch: Path, dest_port: int, dest_aet: str, count: Callable[[], int],
-                 timeout: float, workers: int) -> NodeRun:
+                 timeout: float, workers: int, program: Sequence[str] = NODE) -> NodeRun:
     """storescu -> a freshly started node (own database and spool) -> the destination."""
     directory = Path(tempfile.mkdtemp(prefix="node-", dir=scratch))
     port = free_port()
     config = write_config(directory, port=port, dest_port=dest_port, dest_aet=dest_aet, workers=workers)
     _shipped_lease(config)
-    with NodeProcess(config, port) as node:
+    with NodeProcess(config, port, program=program) as node:
         _wait(lambda: _started_children(node), workers + 1, timeout)  # spawned workers import for seconds
         roles = _roles(node)
         before, destination_before = _cpu_by_role(roles), time.process_time()
@@ -180,10 +184,11 @@ def _started_children(node: NodeProcess) -> int:
                for name in ("worker_started", "forwarder_started"))
 
 
-def node_to_sink(files: Sequence[Path], scratch: Path, timeout: float, workers: int) -> NodeRun:
+def node_to_sink(files: Sequence[Path], scratch: Path, timeout: float, workers: int,
+                 program: Sequence[str] = NODE) -> NodeRun:
     port = free_port()
     with Sink(port, Path(tempfile.mkdtemp(prefix="sink-", dir=scratch))) as sink:
-        return through_node(files, scratch, port, SINK_AE, lambda: sink.count, timeout, workers)
+        return through_node(files, scratch, port, SINK_AE, lambda: sink.count, timeout, workers, program)
 
 
 def orthanc_direct(files: Sequence[Path], timeout: float) -> float:
@@ -191,9 +196,10 @@ def orthanc_direct(files: Sequence[Path], timeout: float) -> float:
         return _send(files, orthanc.dicom_port, orthanc.aet, orthanc.count, timeout)
 
 
-def node_to_orthanc(files: Sequence[Path], scratch: Path, timeout: float, workers: int) -> NodeRun:
+def node_to_orthanc(files: Sequence[Path], scratch: Path, timeout: float, workers: int,
+                    program: Sequence[str] = NODE) -> NodeRun:
     with Orthanc() as orthanc:
-        return through_node(files, scratch, orthanc.dicom_port, orthanc.aet, orthanc.count, timeout, workers)
+        return through_node(files, scratch, orthanc.dicom_port, orthanc.aet, orthanc.count, timeout, workers, program)
 
 
 def dicognito(files: Sequence[Path]) -> float:
@@ -304,9 +310,12 @@ def compare(files: Sequence[Path], scratch: Path, args: argparse.Namespace) -> d
     n, mb = len(files), sum(p.stat().st_size for p in files) / 1e6
     runs: dict[str, list[float]] = {"wire": [], "node": [], "dicognito": []}
     node_runs: list[NodeRun] = []
+    transport_runs: list[NodeRun] = []
     wire_sink_cpu: list[float] = []
     if args.orthanc:
         runs |= {"orthanc": [], "node_orthanc": []}
+    if args.transport_ceiling:
+        runs |= {"transport_only": []} | ({"transport_only_orthanc": []} if args.orthanc else {})
     for number in range(args.runs):
         seconds, sink_cpu = wire(files, scratch, args.timeout)
         runs["wire"].append(seconds)
@@ -317,23 +326,41 @@ def compare(files: Sequence[Path], scratch: Path, args: argparse.Namespace) -> d
         if args.orthanc:
             runs["orthanc"].append(orthanc_direct(files, args.timeout))
             runs["node_orthanc"].append(node_to_orthanc(files, scratch, args.timeout, args.workers[0]).seconds)
+        if args.transport_ceiling:
+            transport_runs.append(node_to_sink(files, scratch, args.timeout, args.workers[0], TRANSPORT_ONLY))
+            runs["transport_only"].append(transport_runs[-1].seconds)
+            if args.orthanc:
+                runs["transport_only_orthanc"].append(
+                    node_to_orthanc(files, scratch, args.timeout, args.workers[0], TRANSPORT_ONLY).seconds)
         print(f"run {number + 1}: " + ", ".join(f"{k} {v[-1]:.2f} s" for k, v in runs.items()), flush=True)
     medians = {name: _median(values, n, mb) for name, values in runs.items()}
+    # Where the CPU goes (2 cores shared by everything): per instance, median run.
+    cpu: dict[str, object] = {"wire_sink": round(statistics.median(wire_sink_cpu), 2),
+                              "node": _median_run(node_runs).cpu_ms_per_instance}
     result: dict[str, object] = {
         **medians,
         "node_vs_wire": _ratio(medians["node"], medians["wire"]),
         "node_vs_peer": _ratio(medians["node"], medians["dicognito"]),
         "node_peak_rss_mb": round(max(r.peak_rss_mb for r in node_runs), 1),
-        "node_stage_timings": stage_timings(node_runs[len(node_runs) // 2].directory),
-        # Where the CPU goes (2 cores shared by everything): per instance, median run.
-        "cpu_ms_per_instance": {
-            "wire_sink": round(statistics.median(wire_sink_cpu), 2),
-            "node": sorted(node_runs, key=lambda r: r.seconds)[len(node_runs) // 2].cpu_ms_per_instance,
-        },
+        "node_stage_timings": stage_timings(_median_run(node_runs).directory),
+        "cpu_ms_per_instance": cpu,
     }
     if args.orthanc:
         result["node_orthanc_vs_direct_orthanc"] = _ratio(medians["node_orthanc"], medians["orthanc"])
+    if args.transport_ceiling:
+        # The ceiling: the node's own transport with de-identification free, and what
+        # de-identification costs against it.
+        result["transport_only_vs_wire"] = _ratio(medians["transport_only"], medians["wire"])
+        result["node_vs_transport_only"] = _ratio(medians["node"], medians["transport_only"])
+        cpu["transport_only"] = _median_run(transport_runs).cpu_ms_per_instance
+        if args.orthanc:
+            result["transport_only_orthanc_vs_direct_orthanc"] = _ratio(medians["transport_only_orthanc"],
+                                                                        medians["orthanc"])
     return result
+
+
+def _median_run(node_runs: Sequence[NodeRun]) -> NodeRun:
+    return sorted(node_runs, key=lambda r: r.seconds)[len(node_runs) // 2]
 
 
 def scaling(files: Sequence[Path], scratch: Path, args: argparse.Namespace) -> dict[str, object]:
@@ -377,6 +404,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--instances", type=int, help=f"default: {DEFAULT_INSTANCES}")
     parser.add_argument("--runs", type=int, default=3, help="median of this many runs")
     parser.add_argument("--orthanc", action="store_true", help="also storescu -> Orthanc and node -> Orthanc")
+    parser.add_argument("--transport-ceiling", action="store_true",
+                        help="also the node with de-identification replaced by a copy (bench/transport_only.py)")
     parser.add_argument("--workers", type=int, nargs="+", default=[2],
                         help="deid workers; the first is used for the comparison, several give a scaling table")
     parser.add_argument("--memory", action="store_true", help="peak RSS for 1/10 of the study and the whole")

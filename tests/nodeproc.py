@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -76,17 +77,18 @@ def _port_open(port: int) -> bool:
 class NodeProcess:
     """`deid-node serve` as a child process; its log (stderr) goes to a file the test can read."""
 
-    def __init__(self, config: Path, port: int, *extra: str) -> None:
+    def __init__(self, config: Path, port: int, *extra: str, program: Sequence[str] = ("-m", "node")) -> None:
         self.config = config
         self.port = port
         self.extra = extra
+        self.program = tuple(program)  # what the interpreter runs: the node, or a benchmark's variant of it
         self.log_path = config.parent / "node.log"
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 60.0) -> "NodeProcess":
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "node", "--config", str(self.config), "serve", *self.extra],
+            [sys.executable, *self.program, "--config", str(self.config), "serve", *self.extra],
             stdout=log, stderr=log, env=node_env(), start_new_session=True)
         deadline = time.monotonic() + timeout
         while not _port_open(self.port):

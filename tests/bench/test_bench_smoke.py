@@ -38,15 +38,19 @@ def test_ultrasound_corpus_renews_uids_of_recycled_files(tmp_path: Path) -> None
 def test_node_benchmark_writes_ratios_and_stage_timings(tmp_path: Path) -> None:
     out = tmp_path / "node.json"
 
-    assert bench_node.main(["--corpus", "ct", "--instances", "3", "--runs", "1", "--workers", "1", "--out", str(out)]) == 0
+    assert bench_node.main(["--corpus", "ct", "--instances", "3", "--runs", "1", "--workers", "1",
+                            "--transport-ceiling", "--out", str(out)]) == 0
 
     result = json.loads(out.read_text())
     comparison = result["comparison"]
     assert result["instances"] == 3
-    for contender in ("wire", "node", "dicognito"):
+    for contender in ("wire", "node", "dicognito", "transport_only"):
         assert comparison[contender]["instances_per_s"] > 0
     assert comparison["node_vs_wire"] == pytest.approx(
         comparison["node"]["instances_per_s"] / comparison["wire"]["instances_per_s"], rel=0.01)
+    assert comparison["transport_only_vs_wire"] == pytest.approx(
+        comparison["transport_only"]["instances_per_s"] / comparison["wire"]["instances_per_s"], rel=0.01)
+    assert set(comparison["cpu_ms_per_instance"]["transport_only"]) >= {"receive", "deidentify", "forward"}
     stages = comparison["node_stage_timings"]["stages"]
     assert {stages[s]["count"] for s in ("receive", "pixel", "deidentify", "forward")} == {3}
     assert comparison["node_stage_timings"]["slowest_working_stage"] in stages
