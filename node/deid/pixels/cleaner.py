@@ -6,8 +6,9 @@ every frame; candidate lines of letters too small to read reliably masked unread
 their text on every frame, a study its banner on every instance: words read are remembered),
 with whole frames where the policy says "ocr" (BurnedInAnnotation=YES always does), all in one
 tesseract call; mask; detect again on the masked frames and read what the masks changed (and
-whole frames where the policy's verification asks for them), again in one call; write back
-only if a pixel changed. A tesseract call costs ~0.15 s before it reads anything, so the number
+whole frames where the policy's verification asks for them), again in one call, masking what PHI
+that reading still finds and reading again (verify.remask_rounds) before failing closed; write
+back only if a pixel changed. A tesseract call costs ~0.15 s before it reads anything, so the number
 of calls, not the number of regions, sets the price of an image with text.
 """
 
@@ -16,8 +17,10 @@ from __future__ import annotations
 import hashlib
 import time
 from collections import Counter, OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from enum import Enum
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -58,6 +61,7 @@ class _Hit(Enum):
     READ = "read"  # text OCR read (PHI, or any text where the policy masks all)
     OUTSIDE = "outside"  # unread: text outside the image areas
     UNREADABLE = "unreadable"  # unread: text too small to read reliably
+    VERIFIED = "verified"  # PHI the verification read on the masked frame, which the first reading missed
 
 
 @dataclass
@@ -293,15 +297,12 @@ class PixelCleaner:
         if decision.action is not Action.SKIP:
             views = {i: _View.of(frames, i, ds, self._policy.settings.detector) for i in range(count)}
             self._search(views, decision, matcher, reader, found, areas)
-        reason = self._reason(rule_names, decision, found)
-        rects = found.rects()
-        if not rects:
-            return PixelOutcome(False, count, 0, len(found.ocr_frames), reason)
-        changed = self._paint(frames, ds, found)
-        self._verify(frames, ds, views, changed, decision, matcher, reader)
-        write_back(ds, frames)
-        mark_clean(ds)
-        return PixelOutcome(True, count, len(rects), len(found.ocr_frames), reason)
+        if found.rects():
+            self._mask_until_verified(frames, ds, views, found, decision, matcher, reader)
+            write_back(ds, frames)
+            mark_clean(ds)
+        reason = self._reason(rule_names, decision, found)  # after verification, which may mask more
+        return PixelOutcome(bool(found.rects()), count, len(found.rects()), len(found.ocr_frames), reason)
 
     def _search(
         self, views: dict[int, _View], decision: Decision, matcher: PhiMatcher, reader: _Reader, found: _Found,
@@ -317,17 +318,25 @@ class PixelCleaner:
         whole_count = settings.ocr.full_frames if decision.action is Action.OCR else 0
         wholes = {i: views[i].whole(settings.ocr, thorough=True) for i in _frame_order(len(views), whole_count)}
         regions, whole_words = reader.read(views, wholes)
-        for index, frame_regions in regions.items():
-            strokes = views[index].strokes
+        chosen = partial(_chosen, decision=decision, matcher=matcher)
+        for index, frame_regions in regions.items():  # candidates inside the image areas, if any
             found.candidates += len(frame_regions)
-            words = [w for _, ws in frame_regions for w in ws]
-            limits = {id(w): c.grown(2, *strokes.shape) for c, ws in frame_regions for w in ws}
-            for phrase in _chosen(words, decision, matcher):  # candidates inside the image areas, if any
-                rects = [mask_rect(w.rect, strokes, limits[id(w)], settings.masking) for w in phrase]
-                found.add(index, spanning(rects))
+            for rect in self._region_masks(frame_regions, views[index].strokes, chosen):
+                found.add(index, rect)
         found.ocr_frames |= reader.read_frames | set(wholes)
         for index, words in whole_words.items():
             self._whole_frame(views[index], words, decision, matcher, found, areas)
+
+    def _region_masks(
+        self, frame_regions: list[tuple[Rect, list[Word]]], strokes: np.ndarray,
+        choose: Callable[[list[Word]], list[list[Word]]],
+    ) -> list[Rect]:
+        """One mask per chosen phrase of a frame's region words, each word's kept to its candidate."""
+        limits = {id(w): c.grown(2, *strokes.shape) for c, ws in frame_regions for w in ws}
+        masking = self._policy.settings.masking
+        words = [w for _, ws in frame_regions for w in ws]
+        return [spanning([mask_rect(w.rect, strokes, limits[id(w)], masking) for w in phrase])
+                for phrase in choose(words)]
 
     def _mask_outside(self, index: int, view: _View, areas: list[Rect], found: _Found) -> _View:
         """Black out, unread, each candidate outside the image areas on this frame, with the
@@ -392,12 +401,33 @@ class PixelCleaner:
                 paint(values, index, rect, fill)
         return [i for i in range(count) if found.every_frame or i in found.per_frame]
 
+    def _mask_until_verified(
+        self, frames: Frames, ds: pydicom.Dataset, views: dict[int, _View], found: _Found, decision: Decision,
+        matcher: PhiMatcher, reader: _Reader,
+    ) -> None:
+        """Paint the masks and verify. PHI the verification reads in a region the detector finds
+        again (text the search saw but misread: OCR of a line whose neighbours are now black may
+        read a date it garbled) is masked too and verified again, `remask_rounds` times. PHI read
+        only on a whole frame means the detector missed text: the instance fails at once, as it
+        does when PHI is still read after the last round."""
+        rounds = self._policy.settings.verify.remask_rounds
+        for round_number in range(rounds + 1):
+            changed = self._paint(frames, ds, found)
+            leftover, on_whole_frame = self._verify(frames, ds, views, changed, decision, matcher, reader)
+            if not leftover and not on_whole_frame:
+                return
+            if on_whole_frame or round_number == rounds:
+                raise PixelCleaningError("verification OCR still finds PHI after masking")
+            for index, rect in leftover:
+                found.add(index, rect, _Hit.VERIFIED)
+
     def _verify(
         self, frames: Frames, ds: pydicom.Dataset, before: dict[int, _View], changed: list[int], decision: Decision,
         matcher: PhiMatcher, reader: _Reader,
-    ) -> None:
+    ) -> tuple[list[tuple[int, Rect]], bool]:
         """Detect again on the masked frames and read what changed (and whole frames, for the
-        actions the policy's verification names), in one call; any PHI left fails the instance.
+        actions the policy's verification names), in one call: masks for the PHI still read in
+        the detector's regions, and whether a whole-frame reading still reads PHI.
 
         Frames are shown with their original spans, so regions away from the masks are the same
         pixels as before and come from the reader's memory; only what the masks touched is read anew.
@@ -416,9 +446,9 @@ class PixelCleaner:
             for position in _frame_order(len(changed), whole_count)
         }
         regions, whole_words = reader.read(views, wholes)
-        readings = [[w for _, ws in frame_regions for w in ws] for frame_regions in regions.values()]
-        if any(matcher.phi_phrases(words) for words in [*readings, *whole_words.values()]):  # one frame at a time
-            raise PixelCleaningError("verification OCR still finds PHI after masking")
+        masks = [(index, rect) for index, frame_regions in regions.items()  # one frame at a time
+                 for rect in self._region_masks(frame_regions, views[index].strokes, matcher.phi_phrases)]
+        return masks, any(matcher.phi_phrases(words) for words in whole_words.values())
 
     @staticmethod
     def _reason(rule_names: list[str], decision: Decision, found: _Found) -> str:
@@ -429,6 +459,8 @@ class PixelCleaner:
             parts.append("unreadable text")
         if found.hits[_Hit.READ]:
             parts.append("ocr text" if decision.mask is MaskScope.ALL_TEXT else "ocr phi")
+        if found.hits[_Hit.VERIFIED]:
+            parts.append("phi read on verification")
         if not parts:
             parts.append("no phi" if found.candidates else "no text")
         return ", ".join(parts)

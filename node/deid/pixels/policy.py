@@ -162,6 +162,10 @@ class MaskSettings(_Strict):
 class VerifySettings(_Strict):
     full_frames: int = Field(default=1, ge=0)  # redacted frames re-read whole, besides regions
     full_frame_actions: tuple[Action, ...] = (Action.DETECT, Action.OCR)  # ... for instances of these actions
+    # PHI the verification reads in a detected region is masked and verified again, this many
+    # times, before the instance fails closed: a new look at a line may get right what the first
+    # reading garbled. PHI read on a whole frame always fails closed (the detector missed text).
+    remask_rounds: int = Field(default=1, ge=0)
 
 
 class PolicyFile(_Strict):

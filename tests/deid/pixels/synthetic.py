@@ -58,6 +58,18 @@ def text_mask(rows: int, cols: int, font: Font, lines: tuple[str, ...] = TEXT_LI
     return np.asarray(canvas) > 0
 
 
+def text_block(rows: int, cols: int, font: Font, lines: tuple[str, ...], x: int, y: int) -> np.ndarray:
+    """A boolean mask of text lines (a PIL font) stacked downwards from (x, y), one place the
+    corner layout of `text_mask` does not reach."""
+    canvas = Image.new("L", (cols, rows), 0)
+    draw = ImageDraw.Draw(canvas)
+    draw.fontmode = "1"
+    pil_font = ImageFont.truetype(_FONT_DIR + font.family, _pil_size(font))
+    for index, line in enumerate(lines):
+        draw.text((x, y + index * round(font.height * 1.9)), line, fill=255, font=pil_font, anchor="lt")
+    return np.asarray(canvas) > 0
+
+
 def _cv_scale(font: Font) -> float:
     base, _ = cv2.getTextSize("H", CV_FONTS[font.family], 1.0, 1)
     return font.height / base[1]

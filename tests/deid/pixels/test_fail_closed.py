@@ -8,13 +8,15 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
+import yaml
 from pydicom.data import get_testdata_file
 from pydicom.encaps import encapsulate, generate_frames
 
 from node.deid.phi import collect_header_phi
 from node.deid.pixels import PixelCleaner, PixelCleaningError, PixelPolicyError
 from tests.deid.pixels.conftest import POLICY, Clean
-from tests.deid.pixels.synthetic import PATIENT_ID, PATIENT_NAME, Font, Kind, image_dataset, text_mask
+from tests.deid.pixels.judge import changed_pixels, decoded
+from tests.deid.pixels.synthetic import PATIENT_ID, PATIENT_NAME, Font, Kind, image_dataset, text_block, text_mask
 
 
 def _phi_free(message: str) -> bool:
@@ -56,7 +58,8 @@ def _policy(tmp_path: Path, text: str) -> Path:
 
 
 def test_phi_left_after_masking_fails_closed(tmp_path: Path) -> None:
-    """A policy whose detector never fires but whose region rule masks elsewhere: verification reads the PHI."""
+    """A policy whose detector never fires but whose region rule masks elsewhere: verification reads the PHI
+    on the whole frame, where the detector found nothing: the search missed text, so no second round."""
     (tmp_path / "regions.yaml").write_text(
         "rules:\n  - name: corner\n    when: {Manufacturer: {equals: SYNTHETIC}}\n    boxes: [[200, 100, 20, 20]]\n"
     )
@@ -65,6 +68,34 @@ def test_phi_left_after_masking_fails_closed(tmp_path: Path) -> None:
     ds = image_dataset(Kind("MONOCHROME2", 12), "CT", mask)
     with pytest.raises(PixelCleaningError, match="verification") as error:
         PixelCleaner.from_policy_file(policy).clean(ds, collect_header_phi(ds))
+    assert _phi_free(str(error.value))
+
+
+def _garbled_at_first() -> tuple[pydicom.Dataset, np.ndarray]:
+    """An oblique monospaced block whose birth date tesseract 5.3 first reads as "62 -JAN-2970",
+    which matches nothing in the header; once the lines around it are masked, the verification's
+    new look at that line reads "01-JAN-1970"."""
+    lines = ("DOE, JANE", PATIENT_ID, "01-JAN-1970", "31.01.2024")
+    mask = text_block(384, 384, Font("DejaVuSansMono-Oblique.ttf", 10), lines, x=128, y=300)
+    return image_dataset(Kind("MONOCHROME2", 16, signed=True), "CT", mask), mask
+
+
+def test_phi_first_read_on_verification_is_masked_and_verified_again(clean: Clean) -> None:
+    ds, mask = _garbled_at_first()
+    before = decoded(ds)
+    outcome = clean(ds)
+    assert outcome.redacted
+    assert "phi read on verification" in outcome.reason
+    assert changed_pixels(before, decoded(ds))[0][mask].mean() >= 0.99
+
+
+def test_phi_read_on_verification_fails_closed_without_remask_rounds(tmp_path: Path) -> None:
+    shipped = yaml.safe_load(POLICY.read_text())
+    shipped["regions"] = str(POLICY.parent / shipped["regions"])
+    shipped["verify"]["remask_rounds"] = 0
+    ds, _ = _garbled_at_first()
+    with pytest.raises(PixelCleaningError, match="verification") as error:
+        PixelCleaner.from_policy_file(_policy(tmp_path, yaml.safe_dump(shipped))).clean(ds, collect_header_phi(ds))
     assert _phi_free(str(error.value))
 
 
