@@ -119,7 +119,7 @@ class _View:
 
     def without_new_strokes(self, earlier: np.ndarray) -> "_View":
         """This view keeping only candidates with a stroke pixel that was one in `earlier` too."""
-        kept = [c for c in self.candidates if (self.strokes[_window(c)] & earlier[_window(c)]).any()]
+        kept = [c for c in self.candidates if (self.strokes[c.window] & earlier[c.window]).any()]
         return replace(self, candidates=kept)
 
     def whole(self, settings: OcrSettings, *, thorough: bool) -> Crop:
@@ -130,10 +130,6 @@ class _View:
             return Crop(self.gray, self.strokes, Rect(0, 0, cols, rows), (GREY,), 1.0)
         scale = max(1.0, min(2.0, settings.full_frame_max_side / max(rows, cols)))
         return Crop(self.gray, self.strokes, Rect(0, 0, cols, rows), ALL_READINGS, scale)
-
-
-def _window(rect: Rect) -> tuple[slice, slice]:
-    return slice(rect.y, rect.y + rect.h), slice(rect.x, rect.x + rect.w)
 
 
 Regions = dict[int, list[tuple[Rect, list[Word]]]]  # per frame: each candidate with the words read in it

@@ -1,7 +1,7 @@
 """A cheap burned-in text detector that decides where OCR runs.
 
 Burned-in text is thin strokes of one ink colour, brighter than what surrounds them (or darker,
-on a light page), in short horizontal runs. A top-hat finds the strokes, a horizontal closing
+on a light page or a light label), in short horizontal runs. A top-hat finds the strokes, a horizontal closing
 joins letters into words and lines, and connected components of the right height, stroke density
 and ink uniformity (in colour frames: of every channel) are the candidates; texture that chains
 into blocks no line of text could be is taken apart again. On a 512x512 frame this costs a few
@@ -31,6 +31,11 @@ class Rect:
     y: int
     w: int
     h: int
+
+    @property
+    def window(self) -> tuple[slice, slice]:
+        """The box as array indices: rows, then columns."""
+        return slice(self.y, self.y + self.h), slice(self.x, self.x + self.w)
 
     def grown(self, margin: int, rows: int, cols: int) -> "Rect":
         x0, y0 = max(0, self.x - margin), max(0, self.y - margin)
@@ -63,7 +68,8 @@ def find_text(
 
     A top-hat (image minus its opening) keeps bright strokes thinner than `max_stroke_width`
     whatever the background level, so light-grey text on a mid-grey bar is found as well as white
-    on black; on a light page the black-hat finds dark text. With `highlight`, the top of the
+    on black; on a light page the black-hat finds dark text, and in a dark frame dark text on a
+    light label is looked for on its own (`_labels`). With `highlight`, the top of the
     display range is also looked at stretched, where white text over bright bone stands out;
     an opening commutes with that stretch, so one opening serves both views. `colour` (the
     frame's channels on the display scale) lets colour frames reject ink of varying hue.
@@ -80,7 +86,28 @@ def find_text(
         views.append(bright)
     if gray[::4, ::4].mean() >= 128:  # a light page: dark text
         strokes |= _at_least(cv2.morphologyEx(gray, cv2.MORPH_BLACKHAT, kernel), settings.min_contrast)
-    return strokes, text_candidates(views, strokes, settings, colour)
+        return strokes, text_candidates(views, strokes, settings, colour)
+    candidates = text_candidates(views, strokes, settings, colour)
+    labels, label_strokes = _labels(gray, kernel, settings)
+    # Where a label and a bright candidate overlap, the ground decides which is the text: dark
+    # letters on a light band leave light gaps the top-hat takes for strokes, and bright letters
+    # leave dark gaps the closing fills. The text is what the box's ground is not.
+    labels = [box for box in labels if float(np.median(gray[box.window])) >= 128]
+    candidates = [c for c in candidates if not any(c.intersect(box).w and c.intersect(box).h for box in labels)]
+    for box in labels:  # the stroke map there is the dark text's
+        strokes[box.window] = label_strokes[box.window]
+    return strokes, candidates + labels
+
+
+def _labels(gray: np.ndarray, kernel: np.ndarray, settings: DetectorSettings) -> tuple[list[Rect], np.ndarray]:
+    """Dark text on the light bands and boxes of a dark frame (a printed label): candidates found
+    on their own, in the frame seen inverted, from dark strokes whose surroundings are light, on
+    a flat ground only (a label's band is flat; bright anatomy with dark gaps in it is not)."""
+    closed = cv2.morphologyEx(gray, cv2.MORPH_CLOSE, kernel)
+    dark = _at_least(cv2.subtract(closed, gray), settings.min_contrast) & _at_least(closed, settings.label_ground)
+    if not dark.any():
+        return [], dark
+    return text_candidates([cv2.bitwise_not(gray)], dark, settings, flat_ground=True), dark
 
 
 def _at_least(contrast: np.ndarray, level: int) -> np.ndarray:
@@ -90,9 +117,11 @@ def _at_least(contrast: np.ndarray, level: int) -> np.ndarray:
 
 
 def text_candidates(
-    views: list[np.ndarray], strokes: np.ndarray, settings: DetectorSettings, colour: np.ndarray | None = None
+    views: list[np.ndarray], strokes: np.ndarray, settings: DetectorSettings, colour: np.ndarray | None = None,
+    *, flat_ground: bool = False,
 ) -> list[Rect]:
-    """Boxes that may hold a line of text; recall matters more than precision here."""
+    """Boxes that may hold a line of text; recall matters more than precision here. With
+    `flat_ground`, only text on a quiet background counts, however far its ink stands clear."""
     # Stroke pixels in lines have neighbours; lone noise pixels do not: drop those before linking.
     lined = strokes & (cv2.boxFilter(strokes, -1, (3, 3), normalize=False) >= 3)
     link = max(3, settings.min_text_height + 1)
@@ -106,7 +135,7 @@ def text_candidates(
     ]
     # Judge letters and words on their own (a logo beside a name must not spoil it), then keep
     # each joined line that holds at least one, with its small neighbours ("1" of "1970", a hyphen).
-    texts = [piece for piece in pieces if _text_like(piece, views, strokes, settings, colour)]
+    texts = [piece for piece in pieces if _text_like(piece, views, strokes, settings, colour, flat_ground)]
     if not texts:
         return []
     lines = merge_lines(pieces)
@@ -194,20 +223,24 @@ def _contains(outer: list[Rect], inner: list[Rect]) -> Iterator[np.ndarray]:
 
 
 def _text_like(
-    box: Rect, views: list[np.ndarray], strokes: np.ndarray, settings: DetectorSettings, colour: np.ndarray | None
+    box: Rect, views: list[np.ndarray], strokes: np.ndarray, settings: DetectorSettings, colour: np.ndarray | None,
+    flat_ground: bool = False,
 ) -> bool:
-    window = (slice(box.y, box.y + box.h), slice(box.x, box.x + box.w))
+    window = box.window
     box_strokes = strokes[window]
     count = int(box_strokes.sum())  # a word has at least a few strokes' worth of pixels
     if count < 3 * settings.min_text_height or count < settings.min_stroke_fill * box.w * box.h:
         return False
-    rendered = (_rendered(view[window], box_strokes, settings, quiet=i == 0) for i, view in enumerate(views))
+    rendered = (_rendered(view[window], box_strokes, settings, quiet=i == 0, flat_ground=flat_ground)
+                for i, view in enumerate(views))
     if box.w < settings.min_text_height or not any(rendered):
         return False
     return colour is None or _one_colour(colour[window], box_strokes, settings)
 
 
-def _rendered(region: np.ndarray, strokes: np.ndarray, settings: DetectorSettings, *, quiet: bool) -> bool:
+def _rendered(
+    region: np.ndarray, strokes: np.ndarray, settings: DetectorSettings, *, quiet: bool, flat_ground: bool = False
+) -> bool:
     """Rendered text has one ink colour that stands well clear of its background; speckle,
     vessels and bone edges vary from pixel to pixel and sit closer to their surroundings.
 
@@ -225,7 +258,7 @@ def _rendered(region: np.ndarray, strokes: np.ndarray, settings: DetectorSetting
         return False
     background = region[~mask]
     contrast = abs(level - float(background.mean()))
-    if contrast >= settings.min_text_contrast:
+    if contrast >= settings.min_text_contrast and not flat_ground:
         return True
     if not quiet or contrast < settings.quiet_text_contrast:  # the background's noise need not be measured
         return False

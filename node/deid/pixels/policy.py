@@ -110,6 +110,9 @@ class DetectorSettings(_Strict):
     ink_tolerance: int = Field(default=12, ge=0, le=255)
     min_ink_share: float = Field(default=0.5, gt=0, le=1)
     highlight_fraction: float = Field(default=0.25, gt=0, le=1)
+    # In a dark frame, dark strokes count where their surroundings are at least this light (8-bit
+    # display): dark text printed on a light label.
+    label_ground: int = Field(default=192, ge=1, le=255)
 
 
 class OcrSettings(_Strict):

@@ -14,7 +14,7 @@ from pydicom.uid import JPEG2000Lossless, RLELossless
 
 from tests.deid.pixels.conftest import Clean
 from tests.deid.pixels.judge import changed_pixels, decoded
-from tests.deid.pixels.synthetic import Font, Kind, image_dataset, text_boxes_area, text_mask
+from tests.deid.pixels.synthetic import TEXT_LINES, Font, Kind, image_dataset, text_block, text_boxes_area, text_mask
 
 STANDARD_FONT = Font("DejaVuSans.ttf", 8)
 
@@ -137,4 +137,17 @@ def test_grey_text_on_a_quiet_band_is_masked(clean: Clean, ink: int) -> None:
     values = np.where(mask, ink, np.where(ds.pixel_array > 60, ds.pixel_array, noise))  # phantom body stays
     values[0, 0], values[-1, -1] = 0, 255  # the display range is the whole 8 bits
     ds.PixelData = np.clip(np.rint(values), 0, 255).astype(np.uint8).tobytes()
+    _assert_masked(clean, ds, mask)
+
+
+@pytest.mark.parametrize("height", [9, 14, 24])
+def test_dark_text_on_a_light_label_in_a_dark_frame_is_masked(clean: Clean, height: int) -> None:
+    """A printed label: a light band on a dark CR frame with the PHI in dark letters on it."""
+    mask = text_block(512, 512, Font("DejaVuSans.ttf", height), TEXT_LINES, x=200, y=300)
+    ds = image_dataset(Kind("MONOCHROME2", 12), "CR", np.zeros(mask.shape, bool))
+    values = ds.pixel_array.copy()
+    rows, cols = np.nonzero(mask)
+    values[rows.min() - 4 : rows.max() + 5, cols.min() - 4 : cols.max() + 5] = 3500  # the label's band
+    values[mask] = 300  # its ink
+    ds.PixelData = values.astype("<u2").tobytes()
     _assert_masked(clean, ds, mask)
