@@ -1,7 +1,8 @@
 """A cheap burned-in text detector that decides where OCR runs.
 
-Burned-in text is thin strokes of one ink colour, brighter than what surrounds them (or darker,
-on a light page or a light label), in short horizontal runs. A top-hat finds the strokes, a horizontal closing
+Burned-in text is thin strokes of one ink colour (at their core, where a renderer smoothed their
+edges), brighter than what surrounds them (or darker, on a light page or a light label), in short
+horizontal runs. A top-hat finds the strokes, a horizontal closing
 joins letters into words and lines, and connected components of the right height, stroke density
 and ink uniformity (in colour frames: of every channel) are the candidates; texture that chains
 into blocks no line of text could be is taken apart again. On a 512x512 frame this costs a few
@@ -235,7 +236,25 @@ def _text_like(
                 for i, view in enumerate(views))
     if box.w < settings.min_text_height or not any(rendered):
         return False
-    return colour is None or _one_colour(colour[window], box_strokes, settings)
+    if colour is None:
+        return True
+    return _one_colour(colour[window], _ink(views[0][window], box_strokes > 0, settings), settings)
+
+
+def _ink(region: np.ndarray, strokes: np.ndarray, settings: DetectorSettings) -> np.ndarray:
+    """The stroke pixels that are ink: all of them where their level is uniform, else their core."""
+    return strokes if _ink_level(region[strokes], settings)[1] else _core(region, strokes)
+
+
+def _core(region: np.ndarray, strokes: np.ndarray) -> np.ndarray:
+    """The stroke pixels on the ink's side of halfway from the ground to the ink's extreme.
+    Anti-aliased text fades into its ground over a pixel or so, and at small sizes those fading
+    pixels, of every level between ground and ink, are most of a stroke."""
+    ink = region[strokes]
+    ground = float(region[~strokes].mean())
+    if float(np.median(ink)) >= ground:
+        return strokes & (region >= (ground + float(ink.max())) / 2)
+    return strokes & (region <= (ground + float(ink.min())) / 2)
 
 
 def _rendered(
@@ -248,16 +267,25 @@ def _rendered(
     black band (ink 70-80 levels above a ground that varies by 1-3) are text as surely as white
     ones, while anatomy and speckle that far above their surroundings are never that quiet around
     it. Not in the stretched highlight view, where bone's own texture is amplified to look so.
+    Anti-aliased text, whose strokes are one level only at their core, counts on such a quiet
+    ground only: the core of a vessel or a bone edge is as level, but never on a flat ground.
     """
     mask = strokes > 0
-    ink = region[mask]
-    if ink.size == 0 or ink.size == region.size:
+    if not mask.any() or mask.all():
         return False
-    level, uniform = _ink_level(ink, settings)
-    if not uniform:
-        return False
+    level, uniform = _ink_level(region[mask], settings)
+    core_only = not uniform
+    if core_only:  # anti-aliased text? Its core is one ink level; only on a flat ground (below)
+        if not quiet:
+            return False
+        level, uniform = _ink_level(region[_core(region, mask)], settings)
+        if not uniform:
+            return False
     background = region[~mask]
     contrast = abs(level - float(background.mean()))
+    if core_only:  # anti-aliased text: well clear of a flat ground, as printed text is
+        flat = contrast >= settings.quiet_background_ratio * float(background.std())
+        return flat and contrast >= settings.min_text_contrast
     if contrast >= settings.min_text_contrast and not flat_ground:
         return True
     if not quiet or contrast < settings.quiet_text_contrast:  # the background's noise need not be measured
@@ -265,10 +293,10 @@ def _rendered(
     return contrast >= settings.quiet_background_ratio * float(background.std())
 
 
-def _one_colour(region: np.ndarray, strokes: np.ndarray, settings: DetectorSettings) -> bool:
-    """In colour, one ink colour means every channel is uniform: colour Doppler is bright in its
-    brightest channel throughout, like white text, but its hue drifts from pixel to pixel."""
-    mask = strokes > 0
+def _one_colour(region: np.ndarray, mask: np.ndarray, settings: DetectorSettings) -> bool:
+    """In colour, one ink colour means every channel is uniform over the ink (`mask`): colour
+    Doppler is bright in its brightest channel throughout, like white text, but its hue drifts
+    from pixel to pixel."""
     return all(_ink_level(region[..., channel][mask], settings)[1] for channel in range(region.shape[-1]))
 
 

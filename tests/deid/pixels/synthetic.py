@@ -70,6 +70,17 @@ def text_block(rows: int, cols: int, font: Font, lines: tuple[str, ...], x: int,
     return np.asarray(canvas) > 0
 
 
+def anti_aliased_text(rows: int, cols: int, font: Font, lines: tuple[str, ...], x: int, y: int) -> np.ndarray:
+    """Text lines as a renderer with anti-aliasing draws them: each pixel's ink coverage, 0 to 1
+    (edge pixels partly covered), stacked downwards from (x, y)."""
+    canvas = Image.new("L", (cols, rows), 0)
+    draw = ImageDraw.Draw(canvas)
+    pil_font = ImageFont.truetype(_FONT_DIR + font.family, _pil_size(font))
+    for index, line in enumerate(lines):
+        draw.text((x, y + index * round(font.height * 1.9)), line, fill=255, font=pil_font, anchor="lt")
+    return np.asarray(canvas) / 255.0
+
+
 def _cv_scale(font: Font) -> float:
     base, _ = cv2.getTextSize("H", CV_FONTS[font.family], 1.0, 1)
     return font.height / base[1]

@@ -14,7 +14,9 @@ from pydicom.uid import JPEG2000Lossless, RLELossless
 
 from tests.deid.pixels.conftest import Clean
 from tests.deid.pixels.judge import changed_pixels, decoded
-from tests.deid.pixels.synthetic import TEXT_LINES, Font, Kind, image_dataset, text_block, text_boxes_area, text_mask
+from tests.deid.pixels.synthetic import (
+    TEXT_LINES, Font, Kind, anti_aliased_text, image_dataset, text_block, text_boxes_area, text_mask,
+)
 
 STANDARD_FONT = Font("DejaVuSans.ttf", 8)
 
@@ -151,3 +153,19 @@ def test_dark_text_on_a_light_label_in_a_dark_frame_is_masked(clean: Clean, heig
     values[mask] = 300  # its ink
     ds.PixelData = values.astype("<u2").tobytes()
     _assert_masked(clean, ds, mask)
+
+
+@pytest.mark.parametrize(("modality", "kind"), [("CR", Kind("MONOCHROME2", 8)), ("US", Kind("RGB", 8))], ids=["CR", "US"])
+def test_anti_aliased_text_on_a_flat_band_is_masked(clean: Clean, modality: str, kind: Kind) -> None:
+    """Renderers smooth text edges: at 16 px most of a stroke's pixels are edge pixels, between
+    the band and the ink, which is not one ink level until the edges are set aside."""
+    coverage = anti_aliased_text(384, 384, Font("DejaVuSans.ttf", 16), TEXT_LINES, x=12, y=12)
+    ds = image_dataset(kind, modality, np.zeros(coverage.shape, bool))
+    values = ds.pixel_array.astype(np.float64)
+    band = np.zeros(coverage.shape, bool)
+    band[: 12 + 4 * round(16 * 1.9) + 8, :260] = True
+    if values.ndim == 3:
+        band, coverage = band[..., np.newaxis], coverage[..., np.newaxis]
+    values = np.where(band, 0, values) * (1 - coverage) + 255 * coverage
+    ds.PixelData = np.rint(values).astype(np.uint8).tobytes()
+    _assert_masked(clean, ds, coverage.squeeze() > 0.5)
