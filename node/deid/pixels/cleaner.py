@@ -61,7 +61,7 @@ class _Hit(Enum):
     READ = "read"  # text OCR read (PHI, or any text where the policy masks all)
     OUTSIDE = "outside"  # unread: text outside the image areas
     UNREADABLE = "unreadable"  # unread: text too small to read reliably
-    VERIFIED = "verified"  # PHI the verification read on the masked frame, which the first reading missed
+    VERIFIED = "verified"  # PHI the verification read on the masked frame that the search missed
 
 
 @dataclass
@@ -327,7 +327,7 @@ class PixelCleaner:
         self, frame_regions: list[tuple[Rect, list[Word]]], strokes: np.ndarray,
         choose: Callable[[list[Word]], list[list[Word]]],
     ) -> list[Rect]:
-        """One mask per chosen phrase of a frame's region words, each word's kept to its candidate."""
+        """One mask per chosen phrase of a frame's region words, each word's mask kept within its candidate."""
         limits = {id(w): c.grown(2, *strokes.shape) for c, ws in frame_regions for w in ws}
         masking = self._policy.settings.masking
         words = [w for _, ws in frame_regions for w in ws]

@@ -2,12 +2,11 @@
 
 Burned-in text is thin strokes of one ink colour (at their core, where a renderer smoothed their
 edges), brighter than what surrounds them (or darker, on a light page or a light label), in short
-horizontal runs. A top-hat finds the strokes, a horizontal closing
-joins letters into words and lines, and connected components of the right height, stroke density
-and ink uniformity (in colour frames: of every channel) are the candidates; texture that chains
-into blocks no line of text could be is taken apart again. On a 512x512 frame this costs a few
-milliseconds, so every image can be looked at; OCR (about 0.15 s a call) then reads only what the
-detector found.
+horizontal runs. A top-hat finds the strokes, a horizontal closing joins letters into words and
+lines, and connected components of the right height, stroke density and ink uniformity (in colour
+frames: of every channel) are the candidates; texture that chains into blocks no line of text
+could be is taken apart again. On a 512x512 frame this costs a few milliseconds, so every image
+can be looked at; OCR (about 0.15 s a call) then reads only what the detector found.
 """
 
 from __future__ import annotations
@@ -37,6 +36,10 @@ class Rect:
     def window(self) -> tuple[slice, slice]:
         """The box as array indices: rows, then columns."""
         return slice(self.y, self.y + self.h), slice(self.x, self.x + self.w)
+
+    def overlaps(self, other: "Rect") -> bool:
+        overlap = self.intersect(other)
+        return overlap.w > 0 and overlap.h > 0
 
     def grown(self, margin: int, rows: int, cols: int) -> "Rect":
         x0, y0 = max(0, self.x - margin), max(0, self.y - margin)
@@ -94,7 +97,7 @@ def find_text(
     # letters on a light band leave light gaps the top-hat takes for strokes, and bright letters
     # leave dark gaps the closing fills. The text is what the box's ground is not.
     labels = [box for box in labels if float(np.median(gray[box.window])) >= 128]
-    candidates = [c for c in candidates if not any(c.intersect(box).w and c.intersect(box).h for box in labels)]
+    candidates = [c for c in candidates if not any(c.overlaps(box) for box in labels)]
     for box in labels:  # the stroke map there is the dark text's
         strokes[box.window] = label_strokes[box.window]
     return strokes, candidates + labels
