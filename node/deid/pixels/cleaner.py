@@ -108,14 +108,13 @@ class _View:
         """`rect` of the frame; with `own` (the candidate inside it), strokes outside `own` are
         dropped: they belong to neighbouring lines, and tesseract would read their cut-off tops
         and bottoms as words ("----"), at a cost and with nothing to find."""
-        window = (slice(rect.y, rect.y + rect.h), slice(rect.x, rect.x + rect.w))
-        strokes = self.strokes[window]
+        strokes = self.strokes[rect.window]
         if own is not None and own != rect:
             kept = np.zeros_like(strokes)
-            inner = (slice(own.y - rect.y, own.y - rect.y + own.h), slice(own.x - rect.x, own.x - rect.x + own.w))
+            inner = Rect(own.x - rect.x, own.y - rect.y, own.w, own.h).window  # `own` within the crop
             kept[inner] = strokes[inner]
             strokes = kept
-        return Crop(self.gray[window], strokes, rect)
+        return Crop(self.gray[rect.window], strokes, rect)
 
     def without_new_strokes(self, earlier: np.ndarray) -> "_View":
         """This view keeping only candidates with a stroke pixel that was one in `earlier` too."""
@@ -179,8 +178,7 @@ class _Reader:
     def _key(gray: np.ndarray, candidate: Rect) -> RegionKey:
         """A region is known by the candidate's own pixels, which hold all its strokes: a mask or
         a moving image next to it changes only the context around it, not what it says."""
-        region = gray[candidate.y : candidate.y + candidate.h, candidate.x : candidate.x + candidate.w]
-        return candidate, hashlib.blake2b(region.tobytes(), digest_size=16).digest()
+        return candidate, hashlib.blake2b(gray[candidate.window].tobytes(), digest_size=16).digest()
 
     def read(self, views: dict[int, _View], wholes: dict[int, Crop]) -> tuple[Regions, dict[int, list[Word]]]:
         """Each frame's candidate regions with the words read in them, and the words of the whole
@@ -297,8 +295,9 @@ class PixelCleaner:
             self._mask_until_verified(frames, ds, views, found, decision, matcher, reader)
             write_back(ds, frames)
             mark_clean(ds)
-        reason = self._reason(rule_names, decision, found)  # after verification, which may mask more
-        return PixelOutcome(bool(found.rects()), count, len(found.rects()), len(found.ocr_frames), reason)
+        rects = found.rects()  # after verification, which may have masked more
+        reason = self._reason(rule_names, decision, found)
+        return PixelOutcome(bool(rects), count, len(rects), len(found.ocr_frames), reason)
 
     def _search(
         self, views: dict[int, _View], decision: Decision, matcher: PhiMatcher, reader: _Reader, found: _Found,

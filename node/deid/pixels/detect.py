@@ -139,7 +139,7 @@ def text_candidates(
     ]
     # Judge letters and words on their own (a logo beside a name must not spoil it), then keep
     # each joined line that holds at least one, with its small neighbours ("1" of "1970", a hyphen).
-    texts = [piece for piece in pieces if _text_like(piece, views, strokes, settings, colour, flat_ground)]
+    texts = [piece for piece in pieces if _text_like(piece, views, strokes, settings, colour, flat_ground=flat_ground)]
     if not texts:
         return []
     lines = merge_lines(pieces)
@@ -228,7 +228,7 @@ def _contains(outer: list[Rect], inner: list[Rect]) -> Iterator[np.ndarray]:
 
 def _text_like(
     box: Rect, views: list[np.ndarray], strokes: np.ndarray, settings: DetectorSettings, colour: np.ndarray | None,
-    flat_ground: bool = False,
+    *, flat_ground: bool = False,
 ) -> bool:
     window = box.window
     box_strokes = strokes[window]
@@ -277,8 +277,8 @@ def _rendered(
     if not mask.any() or mask.all():
         return False
     level, uniform = _ink_level(region[mask], settings)
-    core_only = not uniform
-    if core_only:  # anti-aliased text? Its core is one ink level; only on a flat ground (below)
+    faded = not uniform  # anti-aliased text? Its core is one ink level: judged on a quiet ground only
+    if faded:
         if not quiet:
             return False
         level, uniform = _ink_level(region[_core(region, mask)], settings)
@@ -286,12 +286,10 @@ def _rendered(
             return False
     background = region[~mask]
     contrast = abs(level - float(background.mean()))
-    if core_only:  # anti-aliased text: well clear of a flat ground, as printed text is
-        flat = contrast >= settings.quiet_background_ratio * float(background.std())
-        return flat and contrast >= settings.min_text_contrast
-    if contrast >= settings.min_text_contrast and not flat_ground:
+    if contrast >= settings.min_text_contrast and not (flat_ground or faded):
         return True
-    if not quiet or contrast < settings.quiet_text_contrast:  # the background's noise need not be measured
+    floor = settings.min_text_contrast if faded else settings.quiet_text_contrast
+    if not quiet or contrast < floor:  # the background's noise need not be measured
         return False
     return contrast >= settings.quiet_background_ratio * float(background.std())
 
@@ -369,8 +367,7 @@ def small_text_line(strokes: np.ndarray, box: Rect, shortest: int, tallest: int,
     of its stroke pixels? Measured on the letters, not the box: a descender, or two lines run
     together, make the box taller. Anatomy, speckle and flow the detector lets through are one
     blob, or crumbs 1-2 px tall around a larger one, and do not qualify."""
-    window = strokes[box.y : box.y + box.h, box.x : box.x + box.w]
-    count, _, stats, _ = cv2.connectedComponentsWithStats(window, connectivity=8)
+    count, _, stats, _ = cv2.connectedComponentsWithStats(strokes[box.window], connectivity=8)
     heights, areas = stats[1:count, cv2.CC_STAT_HEIGHT], stats[1:count, cv2.CC_STAT_AREA]
     sized = heights >= 2  # not dots and hyphens
     if not sized.any():

@@ -37,7 +37,7 @@ def snap_to_strokes(rect: Rect, strokes: np.ndarray, limit: Rect) -> Rect:
 
 def tighten(rect: Rect, strokes: np.ndarray) -> Rect:
     """The stroke pixels' bounding box inside `rect` (OCR boxes are loose after upscaling)."""
-    ys, xs = np.nonzero(strokes[rect.y : rect.y + rect.h, rect.x : rect.x + rect.w])
+    ys, xs = np.nonzero(strokes[rect.window])
     if ys.size == 0:
         return rect
     return Rect(rect.x + int(xs.min()), rect.y + int(ys.min()), int(xs.max() - xs.min()) + 1, int(ys.max() - ys.min()) + 1)
@@ -51,7 +51,7 @@ def mask_rect(word: Rect, strokes: np.ndarray, limit: Rect, settings: MaskSettin
 
 
 def paint(values: np.ndarray, frame: int, rect: Rect, fill: np.ndarray) -> None:
-    values[frame, rect.y : rect.y + rect.h, rect.x : rect.x + rect.w] = fill
+    values[frame][rect.window] = fill
 
 
 def mark_clean(ds: Dataset) -> None:

@@ -61,24 +61,24 @@ def text_mask(rows: int, cols: int, font: Font, lines: tuple[str, ...] = TEXT_LI
 def text_block(rows: int, cols: int, font: Font, lines: tuple[str, ...], x: int, y: int) -> np.ndarray:
     """A boolean mask of text lines (a PIL font) stacked downwards from (x, y), one place the
     corner layout of `text_mask` does not reach."""
-    canvas = Image.new("L", (cols, rows), 0)
-    draw = ImageDraw.Draw(canvas)
-    draw.fontmode = "1"
-    pil_font = ImageFont.truetype(_FONT_DIR + font.family, _pil_size(font))
-    for index, line in enumerate(lines):
-        draw.text((x, y + index * round(font.height * 1.9)), line, fill=255, font=pil_font, anchor="lt")
-    return np.asarray(canvas) > 0
+    return _stacked(rows, cols, font, lines, x, y, smooth=False) > 0
 
 
 def anti_aliased_text(rows: int, cols: int, font: Font, lines: tuple[str, ...], x: int, y: int) -> np.ndarray:
     """Text lines as a renderer with anti-aliasing draws them: each pixel's ink coverage, 0 to 1
     (edge pixels partly covered), stacked downwards from (x, y)."""
+    return _stacked(rows, cols, font, lines, x, y, smooth=True) / 255.0
+
+
+def _stacked(rows: int, cols: int, font: Font, lines: tuple[str, ...], x: int, y: int, *, smooth: bool) -> np.ndarray:
     canvas = Image.new("L", (cols, rows), 0)
     draw = ImageDraw.Draw(canvas)
+    if not smooth:
+        draw.fontmode = "1"  # every text pixel either on or off
     pil_font = ImageFont.truetype(_FONT_DIR + font.family, _pil_size(font))
     for index, line in enumerate(lines):
         draw.text((x, y + index * round(font.height * 1.9)), line, fill=255, font=pil_font, anchor="lt")
-    return np.asarray(canvas) / 255.0
+    return np.asarray(canvas)
 
 
 def _cv_scale(font: Font) -> float:
