@@ -11,10 +11,10 @@ import base64
 import os
 import secrets as _secrets
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config" / "node.yaml"
 SHIPPED_STORAGE_CLASSES = DEFAULT_CONFIG.parent / "storage-sop-classes.yaml"
@@ -67,11 +67,59 @@ class ReceiveSettings(_Strict):
     storage_classes: Path = SHIPPED_STORAGE_CLASSES
 
 
-class Destination(_Strict):
+class DimseDestination(_Strict):
+    """A DICOM peer reached by C-STORE (a PACS, Orthanc, a workstation)."""
+
+    kind: Literal["dimse"] = "dimse"
     ae_title: AETitle
     host: str
     port: Port
     tls: TLSSettings | None = None
+
+
+Destination = DimseDestination  # the single destination of a config without routes
+
+
+class StowAuth(_Strict):
+    """HTTP authentication for a DICOMweb server: basic (user + password file) or a bearer token
+    file. Secrets live in files (mode 0600), never in node.yaml."""
+
+    username: str | None = None
+    password_file: Path | None = None
+    bearer_token_file: Path | None = None
+
+
+class StowDestination(_Strict):
+    """A DICOMweb server reached by STOW-RS (PS3.18 10.5): POST multipart/related to `url`
+    (the server's .../studies endpoint)."""
+
+    kind: Literal["stow"]
+    url: Annotated[str, Field(pattern=r"^https?://")]
+    auth: StowAuth | None = None
+    verify_tls: bool = True
+    ca_certificates: Path | None = None  # PEM bundle trusted for https (default: the system's)
+    batch_size: int = Field(default=16, ge=1, le=1000)  # instances per request
+    timeout_seconds: float = Field(default=60.0, gt=0)
+
+
+class FolderDestination(_Strict):
+    """Clean Part-10 files written atomically under `path/<project>/<patient>/<study>/<series>/`."""
+
+    kind: Literal["folder"]
+    path: Path
+
+
+def _destination_kind(value: object) -> str:
+    """`kind` picks the model; a destination without one is a DICOM peer (as before kinds)."""
+    kind = value.get("kind", "dimse") if isinstance(value, dict) else getattr(value, "kind", "dimse")
+    return str(kind)
+
+
+DestinationSettings = Annotated[
+    Annotated[DimseDestination, Tag("dimse")] | Annotated[StowDestination, Tag("stow")]
+    | Annotated[FolderDestination, Tag("folder")],
+    Discriminator(_destination_kind),
+]
 
 
 class ForwardSettings(_Strict):
