@@ -83,9 +83,11 @@ class Node:
 
     def forwarder(self):  # type: ignore[no-untyped-def]
         from node.forward.outbox import Forwarder
-        from node.forward.scu import StoreSCU
+        from node.forward.dimse import DimseSender
 
         f = self.settings.forward
-        scu = StoreSCU(f.calling_ae_title, f.destination, f.timeout_seconds)
+        destination = f.destination
+        scu = DimseSender(f"{destination.ae_title}@{destination.host}:{destination.port}", destination,
+                          calling_ae_title=f.calling_ae_title, timeout=f.timeout_seconds)
         return Forwarder(self.jobs, self.spool, scu, f, lease_seconds=self.settings.workers.lease_seconds,
                          poll_seconds=self.settings.workers.poll_seconds)

@@ -16,7 +16,7 @@ import time
 import structlog
 
 from node.config import ForwardSettings
-from node.forward.scu import StoreSCU
+from node.forward.sender import CleanFile, Sender
 from node.persist.models import JobState
 from node.processes import poll
 from node.queue.store import JobStore, worker_identity
@@ -26,7 +26,7 @@ log = structlog.get_logger(__name__)
 
 
 class Forwarder:
-    def __init__(self, jobs: JobStore, spool: Spool, scu: StoreSCU, settings: ForwardSettings, *,
+    def __init__(self, jobs: JobStore, spool: Spool, scu: Sender, settings: ForwardSettings, *,
                  lease_seconds: float, poll_seconds: float) -> None:
         self.jobs = jobs
         self.spool = spool
@@ -51,7 +51,7 @@ class Forwarder:
         if not batch:
             self.scu.release_if_idle(time.monotonic(), self.settings.idle_release_seconds)
             return False
-        files = [(self.spool.path("clean", job.spool_file), job.sop_class_uid) for job in batch]
+        files = [CleanFile(self.spool.path("clean", job.spool_file), job.sop_class_uid) for job in batch]
         started = time.perf_counter()
         results = self.scu.send(files)
         sent = time.perf_counter()

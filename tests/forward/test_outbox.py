@@ -13,7 +13,7 @@ import pytest
 from bench.sink import Sink
 from node.config import Destination, ForwardSettings
 from node.forward.outbox import Forwarder
-from node.forward.scu import StoreSCU
+from node.forward.dimse import DimseSender
 from node.persist.db import make_engine, make_session_factory, upgrade
 from node.persist.models import JobState
 from node.queue.store import JobStore
@@ -63,7 +63,8 @@ class _Running:
         destination = Destination(ae_title=sink.ae_title, host="127.0.0.1", port=sink.port)
         settings = ForwardSettings(destination=destination, batch_size=4, timeout_seconds=10,
                                    idle_release_seconds=idle_release_seconds)
-        scu = StoreSCU(settings.calling_ae_title, destination, settings.timeout_seconds)
+        scu = DimseSender("sink", destination, calling_ae_title=settings.calling_ae_title,
+                          timeout=settings.timeout_seconds)
         self.forwarder = Forwarder(jobs, spool, scu, settings, lease_seconds=60, poll_seconds=0.05)
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self.forwarder.run, args=(self.stop,))
