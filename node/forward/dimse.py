@@ -43,7 +43,7 @@ from pynetdicom.association import Association
 
 from node.config import DimseDestination
 from node.forward.sender import CleanFile, Outcome, SendResult
-from node.forward.status import status_result
+from node.forward.status import status_result, unreadable_file
 from node.network import client_tls_context, no_delay
 
 log = structlog.get_logger(__name__)
@@ -63,10 +63,6 @@ NONE_ACCEPTED = SendResult(Outcome.REFUSED, "no presentation context accepted")
 def not_accepted(pair: Pair) -> SendResult:
     """The destination did not accept this SOP class in this transfer syntax (UIDs only: no PHI)."""
     return SendResult(Outcome.REFUSED, f"presentation context not accepted: {pair[0]} in {pair[1]}")
-
-
-def unreadable(exc: Exception) -> SendResult:
-    return SendResult(Outcome.REFUSED, f"unreadable clean file ({type(exc).__name__})")
 
 
 @dataclass(frozen=True)
@@ -91,7 +87,7 @@ def _read_meta(clean: CleanFile) -> _File | SendResult:
         return _File(clean.path, str(meta.get("MediaStorageSOPClassUID") or clean.sop_class_uid),
                      str(meta.MediaStorageSOPInstanceUID), str(meta.TransferSyntaxUID))
     except Exception as exc:  # noqa: BLE001 - a missing or damaged file fails alone, not its batch
-        return unreadable(exc)
+        return unreadable_file(exc)
 
 
 def _association_failure(assoc: Association) -> SendResult:
@@ -281,7 +277,7 @@ class DimseSender:
         except (OSError, ValueError) as exc:  # the file went away or broke after its meta was read
             if current.assoc.is_established:
                 current.assoc.abort()  # its command may be on the wire: the peer would wait for the rest
-            return unreadable(exc)
+            return unreadable_file(exc)
         current.last_used = time.monotonic()
         if not status or "Status" not in status:
             if current.last_used - started < self.timeout:  # no DIMSE timeout: the peer closed it

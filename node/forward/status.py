@@ -1,6 +1,6 @@
 """What a DICOM storage status means for the forwarder, wherever it came from: a C-STORE response
 (PS3.4 B.2.3, PS3.7 C.4.2.1.4) or a STOW-RS response's FailureReason / WarningReason (PS3.18
-10.5.3, which reuses the same codes).
+10.5.3, which reuses the same codes); and the results every sender gives alike.
 
 The line between REFUSED and WAIT: REFUSED only when the destination said something about this
 instance (its SOP class, its content) that no retry can change; anything about the destination's
@@ -67,3 +67,8 @@ def status_result(code: int, comment: object = "") -> SendResult:
     if said:
         detail += f": {said}"
     return SendResult(outcome_of_status(code), detail)
+
+
+def unreadable_file(exc: Exception) -> SendResult:
+    """A clean file that cannot be read (gone, damaged): no resend can succeed."""
+    return SendResult(Outcome.REFUSED, f"unreadable clean file ({type(exc).__name__})")
