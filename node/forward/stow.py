@@ -40,9 +40,10 @@ import httpx
 import structlog
 from pydicom.filereader import read_file_meta_info
 
-from node.config import StowDestination
+from node.config import StowDestination, TLSSettings
 from node.forward.sender import CleanFile, Outcome, SendResult
 from node.forward.status import status_result, unreadable_file
+from node.network import client_tls_context
 
 log = structlog.get_logger(__name__)
 
@@ -309,8 +310,8 @@ class StowSender:
     def _new_client(self) -> httpx.Client:
         destination = self.destination
         verify: ssl.SSLContext | bool = False
-        if destination.verify_tls:
-            verify = ssl.create_default_context(cafile=destination.ca_certificates)
+        if destination.verify_tls:  # the same checks as DICOM TLS: the CA bundle (else the system's), TLS 1.2+
+            verify = client_tls_context(TLSSettings(ca_certificates=destination.ca_certificates))
         auth: httpx.Auth | None = None
         headers = {}
         if destination.auth is not None and destination.auth.bearer_token_file is not None:

@@ -13,6 +13,7 @@ import json
 import ssl
 import threading
 import time
+import tracemalloc
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from io import BytesIO
@@ -138,6 +139,8 @@ class ScriptedStow:
     tls: ssl.SSLContext | None = None
     requests: list[Received] = field(default_factory=list)
     port: int = 0
+    discard: bool = False  # count the body's bytes and answer 200, holding none of it
+    bytes_discarded: int = 0
 
     def __enter__(self) -> ScriptedStow:
         script = self
@@ -146,6 +149,8 @@ class ScriptedStow:
             protocol_version = "HTTP/1.1"
 
             def do_POST(self) -> None:  # noqa: N802 - the http.server name
+                if script.discard:
+                    return self._discard(int(self.headers["Content-Length"]))
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 content_type = self.headers["Content-Type"]
                 assert content_type.startswith('multipart/related; type="application/dicom"; boundary=')
@@ -169,6 +174,15 @@ class ScriptedStow:
                 self.send_header("Content-Length", str(len(payload)))
                 self.end_headers()
                 self.wfile.write(payload)
+
+            def _discard(self, length: int) -> None:
+                while length > 0:
+                    chunk = self.rfile.read(min(length, 1 << 20))
+                    length -= len(chunk)
+                    script.bytes_discarded += len(chunk)
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
 
             def log_message(self, *args: object) -> None:
                 pass
@@ -331,3 +345,25 @@ def test_https_is_verified_against_the_configured_ca_and_an_untrusted_certificat
         assert _outcomes(untrusted.send(_clean(ct[1:2]))) == [
             (Outcome.WAIT, "TLS: the destination's certificate is not trusted (check ca_certificates)")]
         assert len(server.requests) == 1  # nothing was sent to the server it could not verify
+
+
+def test_a_large_instance_is_streamed_from_disk_not_held_in_memory(ct: list[Path], tmp_path: Path) -> None:
+    large = tmp_path / "large.dcm"
+    dataset = pydicom.dcmread(ct[0])
+    dataset.Rows, dataset.Columns, dataset.NumberOfFrames = 2048, 2048, 8
+    dataset.PixelData = bytes(2048 * 2048 * 2 * 8)  # 64 MiB
+    dataset.save_as(large)
+    del dataset
+    with ScriptedStow(lambda request: None, discard=True) as server:
+        stow = _sender(server.url())
+        tracemalloc.start()
+        try:
+            [result] = stow.send(_clean([large]))
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        stow.close()
+
+    assert result.outcome is Outcome.DELIVERED
+    assert server.bytes_discarded > large.stat().st_size
+    assert peak < 8 * 1024 * 1024  # the sender and the server together held a few 1 MiB chunks at most
