@@ -42,7 +42,7 @@ from pydicom.filereader import read_file_meta_info
 
 from node.config import StowDestination, TLSSettings
 from node.forward.sender import CleanFile, Outcome, SendResult
-from node.forward.status import status_result, unreadable_file
+from node.forward.status import DUPLICATE_SOP_INSTANCE, status_result, unreadable_file
 from node.network import client_tls_context
 
 log = structlog.get_logger(__name__)
@@ -73,10 +73,10 @@ class _Part:
 @dataclass(frozen=True)
 class StowAnswer:
     """What a STOW-RS response says per SOP Instance UID: its FailureReason, or its WarningReason
-    (0 when stored without warning)."""
+    (None where the item gives none)."""
 
-    failed: dict[str, int]
-    stored: dict[str, int]
+    failed: dict[str, int | None]
+    stored: dict[str, int | None]
 
 
 def _read_part(clean: CleanFile) -> _Part | SendResult:
@@ -113,6 +113,12 @@ class _Body:
         yield self._tail
 
 
+def _code(value: object) -> int | None:
+    """A FailureReason or WarningReason (US): an integer, in JSON a number or a numeric string."""
+    text = str(value).strip() if isinstance(value, int | str) else ""
+    return int(text) if text.isdigit() else None
+
+
 def _json_items(dataset: dict[str, object], tag: str) -> list[dict[str, object]]:
     element = dataset.get(tag)
     values = element.get("Value", []) if isinstance(element, dict) else []
@@ -131,12 +137,12 @@ def _from_json(text: str) -> StowAnswer:
     if not isinstance(dataset, dict):
         raise ValueError("not a DICOM JSON dataset")
 
-    def by_uid(sequence: str, reason: str) -> dict[str, int]:
+    def by_uid(sequence: str, reason: str) -> dict[str, int | None]:
         found = {}
         for item in _json_items(dataset, sequence):
             uid, code = _json_value(item, REFERENCED_SOP_INSTANCE_UID), _json_value(item, reason)
             if uid is not None:
-                found[str(uid)] = int(code) if isinstance(code, int | str) and str(code).isdigit() else 0
+                found[str(uid)] = _code(code)
         return found
 
     return StowAnswer(by_uid(FAILED_SOP_SEQUENCE, FAILURE_REASON), by_uid(REFERENCED_SOP_SEQUENCE, WARNING_REASON))
@@ -157,13 +163,13 @@ def _from_xml(text: str) -> StowAnswer:
         value = next((child for child in element if local(child) == "Value"), None) if element is not None else None
         return value.text.strip() if value is not None and value.text else None
 
-    def by_uid(sequence: str, reason: str) -> dict[str, int]:
+    def by_uid(sequence: str, reason: str) -> dict[str, int | None]:
         element = attribute(root, sequence)
         found = {}
         for item in (child for child in ([] if element is None else element) if local(child) == "Item"):
             uid, code = first_value(item, REFERENCED_SOP_INSTANCE_UID), first_value(item, reason)
             if uid is not None:
-                found[uid] = int(code) if code and code.isdigit() else 0
+                found[uid] = _code(code)
         return found
 
     return StowAnswer(by_uid(FAILED_SOP_SEQUENCE, FAILURE_REASON), by_uid(REFERENCED_SOP_SEQUENCE, WARNING_REASON))
@@ -182,6 +188,16 @@ def parse_answer(response: httpx.Response) -> StowAnswer:
     return StowAnswer({}, {})
 
 
+def _failed(reason: int | None, http: str) -> SendResult:
+    """An instance in the Failed SOP Sequence, by its FailureReason. It was not stored, whatever
+    the code, except 0x0111: the server already holds that instance."""
+    if reason is None:  # the server does not say why: not something a resend can mend
+        return SendResult(Outcome.REFUSED, f"{http}: failed, no reason given")
+    said = status_result(reason)
+    outcome = Outcome.REFUSED if said.stored and reason != DUPLICATE_SOP_INSTANCE else said.outcome
+    return SendResult(outcome, f"{http} {said.detail}")
+
+
 def _per_instance(response: httpx.Response, parts: Sequence[_Part]) -> list[SendResult]:
     """200, 202 or 409: each instance by what the response says of it."""
     answer = parse_answer(response)
@@ -192,8 +208,7 @@ def _per_instance(response: httpx.Response, parts: Sequence[_Part]) -> list[Send
     results = []
     for part in parts:
         if part.sop_instance in answer.failed:
-            said = status_result(answer.failed[part.sop_instance])
-            results.append(SendResult(said.outcome, f"{http} {said.detail}"))
+            results.append(_failed(answer.failed[part.sop_instance], http))
         elif part.sop_instance in answer.stored:
             warning = answer.stored[part.sop_instance]
             detail = f"{http} {status_result(warning).detail}" if warning else http

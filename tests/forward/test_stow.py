@@ -240,11 +240,11 @@ def _xml_answer(failed: dict[str, int], stored: dict[str, int]) -> bytes:
 def test_a_partial_success_settles_each_instance_by_its_own_reason_in_the_batchs_order(
     ct: list[Path], media_type: str, build: Callable[[dict[str, int], dict[str, int]], bytes]
 ) -> None:
-    uids = [_uid(path) for path in ct[:5]]
-    failed = {uids[1]: 0xA900, uids[2]: 0xA700}
+    uids = [_uid(path) for path in ct[:7]]
+    failed = {uids[1]: 0xA900, uids[2]: 0xA700, uids[5]: 0, uids[6]: 0x0111}  # 0: no FailureReason given
     stored = {uids[0]: 0, uids[3]: 0xB000}  # uids[4] is not mentioned at all
     with ScriptedStow(lambda request: (202, media_type, build(failed, stored))) as server:
-        results = _sender(server.url()).send(_clean(ct[:5]))
+        results = _sender(server.url()).send(_clean(ct[:7]))
 
     assert _outcomes(results) == [
         (Outcome.DELIVERED, "HTTP 202"),
@@ -252,6 +252,8 @@ def test_a_partial_success_settles_each_instance_by_its_own_reason_in_the_batchs
         (Outcome.WAIT, "HTTP 202 0xA700 Refused: Out of Resources"),
         (Outcome.DELIVERED, "HTTP 202 0xB000 Coercion of Data Elements"),
         (Outcome.WAIT, "HTTP 202: instance not in the response"),
+        (Outcome.REFUSED, "HTTP 202: failed, no reason given"),
+        (Outcome.DELIVERED, "HTTP 202 0x0111 Duplication SOP Instance"),  # the server holds it already
     ]
 
 
