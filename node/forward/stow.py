@@ -230,7 +230,8 @@ def _whole_request(status: int) -> SendResult:
     return SendResult(Outcome.WAIT, f"{http}: unexpected (check url)")  # 1xx, 3xx: redirects are not followed
 
 
-def _transport_failure(exc: httpx.TransportError) -> SendResult:
+def _transport_failure(exc: httpx.RequestError) -> SendResult:
+    """No answer, or none that can be read: the network, the server or TLS; always WAIT."""
     if isinstance(exc, httpx.TimeoutException):
         return SendResult(Outcome.WAIT, f"timeout ({type(exc).__name__})")
     if "CERTIFICATE_VERIFY_FAILED" in str(exc):
@@ -295,13 +296,13 @@ class StowSender:
         headers = {"Content-Type": body.content_type, "Content-Length": str(len(body)), "Accept": ACCEPT}
         try:
             client = self._client_now()
-        except OSError as exc:  # a secret file that cannot be read: the operator fixes it
-            return SendResult(Outcome.WAIT, f"cannot read the credentials file ({type(exc).__name__})")
+        except OSError as exc:  # a secret or CA file missing or damaged (ssl.SSLError too): the operator fixes it
+            return SendResult(Outcome.WAIT, f"cannot read the credentials or CA file ({type(exc).__name__})")
         started = time.monotonic()
         try:
             response = client.post(self.destination.url, content=iter(body), headers=headers)
-        except (httpx.TransportError, OSError) as exc:
-            failure = (_transport_failure(exc) if isinstance(exc, httpx.TransportError)
+        except (httpx.RequestError, OSError) as exc:
+            failure = (_transport_failure(exc) if isinstance(exc, httpx.RequestError)
                        else SendResult(Outcome.WAIT, f"a file failed while it was sent ({type(exc).__name__})"))
             log.warning("stow_failed", destination=self.name, reason=failure.detail, instances=len(parts))
             self.close()  # a fresh connection next time

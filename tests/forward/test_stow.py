@@ -369,3 +369,11 @@ def test_a_large_instance_is_streamed_from_disk_not_held_in_memory(ct: list[Path
     assert result.outcome is Outcome.DELIVERED
     assert server.bytes_discarded > large.stat().st_size
     assert peak < 8 * 1024 * 1024  # the sender and the server together held a few 1 MiB chunks at most
+
+
+def test_a_missing_secret_file_waits_for_the_operator_without_sending(ct: list[Path], tmp_path: Path) -> None:
+    with ScriptedStow(lambda request: (200, "application/dicom+json", b"{}")) as server:
+        auth = StowAuth(username=USER, password_file=tmp_path / "not-written-yet")
+        results = _sender(server.url(), auth=auth).send(_clean(ct[:2]))
+        assert server.requests == []
+    assert _outcomes(results) == [(Outcome.WAIT, "cannot read the credentials or CA file (FileNotFoundError)")] * 2
