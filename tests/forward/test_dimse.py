@@ -71,6 +71,12 @@ def ct(tmp_path: Path) -> list[Path]:
     return write_series(tmp_path / "ct", 18)
 
 
+@pytest.fixture(scope="module")
+def few_ct(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    """Eight CT files, written once for the tests that only read them."""
+    return write_series(tmp_path_factory.mktemp("ct"), 8)
+
+
 class AbortingSink(Sink):
     """The sink, but it answers chosen C-STOREs with an A-ABORT (as a PACS that fails or restarts)."""
 
@@ -289,20 +295,20 @@ def _peer(sop_classes: Sequence[str], store: Callable[[Event], object] | None = 
 
 
 def test_a_peer_that_does_not_take_the_sop_class_refuses_those_files_for_cause_not_as_an_outage(
-    ct: list[Path]
+    few_ct: list[Path]
 ) -> None:
     rtplan = _testdata(OTHERS[0])
     ct_refused = f"refused: presentation context not accepted: {CT_IMAGE} in {ExplicitVRLittleEndian}"
     with _peer([RTPlanStorage]) as port:
         scu = _scu(port)
         # An association that takes nothing proposed (pynetdicom aborts it): each file refused with its pair.
-        assert _send(scu, ct[:2]) == [ct_refused] * 2
+        assert _send(scu, few_ct[:2]) == [ct_refused] * 2
         # One that takes some: the others stored on it.
-        assert _send(scu, [ct[2], rtplan, ct[3]]) == [ct_refused, "0x0000", ct_refused]
+        assert _send(scu, [few_ct[2], rtplan, few_ct[3]]) == [ct_refused, "0x0000", ct_refused]
 
 
 def test_each_c_store_status_is_delivered_waited_on_or_refused_with_the_destinations_comment(
-    ct: list[Path]
+    few_ct: list[Path]
 ) -> None:
     answers = [(0xA900, "IOD does not match SOP class"), (0xC000, "cannot parse\ndataset"),
                (0xA700, "disk full"), (0xB000, ""), (0x0122, ""), (0x0110, ""), (0x0111, ""), (0x0000, "")]
@@ -317,7 +323,7 @@ def test_each_c_store_status_is_delivered_waited_on_or_refused_with_the_destinat
         return status
 
     with _peer([CT_IMAGE], store) as port:
-        results = _scu(port).send([CleanFile(path, CT_IMAGE) for path in ct[:len(answers)]])
+        results = _scu(port).send([CleanFile(path, CT_IMAGE) for path in few_ct[:len(answers)]])
 
     assert [(r.outcome, r.detail) for r in results] == [
         (Outcome.REFUSED, "0xA900 Data Set Does Not Match SOP Class: IOD does not match SOP class"),
@@ -331,17 +337,19 @@ def test_each_c_store_status_is_delivered_waited_on_or_refused_with_the_destinat
     ]
 
 
-def test_an_association_rejected_permanently_or_transiently_is_waited_on_with_the_reason(ct: list[Path]) -> None:
+def test_an_association_rejected_permanently_or_transiently_is_waited_on_with_the_reason(
+    few_ct: list[Path]
+) -> None:
     with _peer([CT_IMAGE], require_calling_aet=["ANOTHER_NODE"]) as port:
-        [result] = _scu(port).send([CleanFile(ct[0], CT_IMAGE)])
+        [result] = _scu(port).send([CleanFile(few_ct[0], CT_IMAGE)])
     # Our AE title unknown there: an operator fixes the peer's configuration; nothing is quarantined.
     assert (result.outcome, result.detail) == (
         Outcome.WAIT, "association rejected (rejected permanent, service user: calling ae title not recognised)")
 
     with _peer([CT_IMAGE], maximum_associations=1) as port:
         holder = _scu(port)
-        assert _send(holder, ct[:1]) == ["0x0000"]  # its association stays open: the peer is full
-        [result] = _scu(port).send([CleanFile(ct[1], CT_IMAGE)])
+        assert _send(holder, few_ct[:1]) == ["0x0000"]  # its association stays open: the peer is full
+        [result] = _scu(port).send([CleanFile(few_ct[1], CT_IMAGE)])
         holder.close()
     assert (result.outcome, result.detail) == (
         Outcome.WAIT, "association rejected (rejected transient, service provider (presentation): "

@@ -33,9 +33,10 @@ from tests.tls import TestCA
 CT_IMAGE = "1.2.840.10008.5.1.4.1.1.2"
 
 
-@pytest.fixture
-def ct(tmp_path: Path) -> list[Path]:
-    return write_series(tmp_path / "ct", 8)
+@pytest.fixture(scope="module")
+def ct(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    """Read-only here: written once for the module."""
+    return write_series(tmp_path_factory.mktemp("ct"), 8)
 
 
 def _clean(files: Sequence[Path]) -> list[CleanFile]:
