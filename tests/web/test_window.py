@@ -17,7 +17,7 @@ from sqlalchemy import select
 
 from node.config import load_settings
 from node.factory import Node
-from node.persist.models import AuditEvent
+from node.persist.models import AuditEvent, JobState
 from tests.nodeproc import REPO, NodeProcess, wait_until, write_config
 from tests.servers import Orthanc, free_port, storescu, unavailable
 from tests.web.browser import chromium, data_uri_image
@@ -60,6 +60,15 @@ def events_of(config: Path, job_id: int) -> list[str]:
         with node.sessions() as session:
             return list(session.scalars(select(AuditEvent.event).where(AuditEvent.job_id == job_id)
                                         .order_by(AuditEvent.id)))
+    finally:
+        node.engine.dispose()
+
+
+def quarantined_file(config: Path) -> Path:
+    node = Node(load_settings(config))
+    try:
+        (job,) = node.jobs.jobs_in([JobState.QUARANTINED])
+        return node.spool.path("quarantine", job.spool_file)
     finally:
         node.engine.dispose()
 
@@ -174,6 +183,17 @@ def test_status_review_release_and_no_phi_anywhere(sent: dict[str, Any]) -> None
         assert browser.current_url.endswith("/")
         job_id = int(job_path.rsplit("/", 1)[1])  # back in the queue: de-identified again after the release
         assert wait_until(lambda: _deidentified_after_release(events_of(sent["config"], job_id)), 60)
+        # the research PACS refuses it again: quarantined again, and this time purged for good
+        assert wait_until(lambda: job_counts(sent["config"]).get("quarantined") == 1, 60)
+        spool_file = quarantined_file(sent["config"])
+        assert spool_file.exists()
+        browser.get(f"http://127.0.0.1:{port}{job_path}")
+        browser.find_element(By.ID, "purge").click()  # without the confirmation box: the browser refuses
+        assert browser.current_url.endswith(job_path) and spool_file.exists()
+        browser.find_element(By.NAME, "confirm").click()
+        browser.find_element(By.ID, "purge").click()
+        assert browser.current_url.endswith("/")
+        assert job_counts(sent["config"])["quarantined"] == 0 and not spool_file.exists()
 
         browser.get(f"http://127.0.0.1:{port}/preview")
         browser.find_element(By.NAME, "file").send_keys(str(sent["burned"]))
