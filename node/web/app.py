@@ -26,7 +26,7 @@ from starlette.templating import Jinja2Templates
 from node import admin
 from node.deid.pipeline import DeidentificationError, Deidentifier, read_instance
 from node.factory import Node
-from node.metrics import DEFAULT_ROUTE, metrics_text
+from node.metrics import DEFAULT_ROUTE, NodeMetrics
 from node.persist.models import JobState
 from node.preview import DryRun, dry_run
 from node.web.auth import PUBLIC_PATHS, SESSION_COOKIE, AdminToken
@@ -52,6 +52,9 @@ class Window:
         self.token = token
         self.templates = Jinja2Templates(env=ENVIRONMENT)
         self._dry_run_lock = threading.Lock()  # the pixel cleaner keeps per-process state
+        self.metrics_reader = NodeMetrics(node.sessions, node.settings)
+        # the first reading goes through the whole audit trail: do it now, not in a scrape
+        threading.Thread(target=self.metrics_reader.text, name="metrics-warm-up", daemon=True).start()
 
     @cached_property
     def deidentifier(self) -> Deidentifier:
@@ -103,7 +106,7 @@ class Window:
                          refresh=self.node.settings.web.refresh_seconds)
 
     def metrics(self, _request: Request) -> Response:
-        return Response(metrics_text(self.node.sessions, self.node.settings), media_type=CONTENT_TYPE_LATEST)
+        return Response(self.metrics_reader.text(), media_type=CONTENT_TYPE_LATEST)
 
     def review(self, request: Request) -> Response:
         job = self.node.jobs.get(int(request.path_params["job_id"]))

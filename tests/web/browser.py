@@ -11,6 +11,9 @@ from contextlib import contextmanager
 from PIL import Image
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.remote.webelement import WebElement
+from selenium.webdriver.support import expected_conditions
+from selenium.webdriver.support.ui import WebDriverWait
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -38,3 +41,11 @@ def data_uri_image(src: str) -> Image.Image:
     image.load()
     assert image.format == "PNG"
     return image
+
+
+def submit(browser: webdriver.Chrome, button: WebElement, timeout: float = 60.0) -> None:
+    """Click a form's button and wait until the page it leads to has replaced this one (a click
+    returns before the navigation it starts has finished)."""
+    page = browser.find_element("tag name", "html")
+    button.click()
+    WebDriverWait(browser, timeout).until(expected_conditions.staleness_of(page))

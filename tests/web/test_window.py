@@ -20,7 +20,7 @@ from node.factory import Node
 from node.persist.models import AuditEvent, JobState
 from tests.nodeproc import REPO, NodeProcess, wait_until, write_config
 from tests.servers import Orthanc, free_port, storescu, unavailable
-from tests.web.browser import chromium, data_uri_image
+from tests.web.browser import chromium, data_uri_image, submit
 from tests.web.phi import leaks, phi_strings, write_burned_in, write_cts
 
 pytestmark = [
@@ -154,7 +154,7 @@ def test_status_review_release_and_no_phi_anywhere(sent: dict[str, Any]) -> None
         browser.get(f"http://127.0.0.1:{port}/")
         assert browser.current_url.endswith("/login")
         browser.find_element(By.NAME, "token").send_keys(sent["token"])
-        browser.find_element(By.CSS_SELECTOR, "form[action='/login'] button").click()
+        submit(browser, browser.find_element(By.CSS_SELECTOR, "form[action='/login'] button"))
         assert browser.current_url.endswith("/")
         cookie = browser.get_cookie("deid_admin")
         assert cookie and cookie["httpOnly"] and cookie["sameSite"] == "Strict"
@@ -179,7 +179,7 @@ def test_status_review_release_and_no_phi_anywhere(sent: dict[str, Any]) -> None
         session = {"Cookie": f"deid_admin={cookie['value']}", "Content-Type": "application/x-www-form-urlencoded"}
         job_path = browser.current_url.split(str(port), 1)[1]
         assert _request(port, "POST", f"{job_path}/release", session, "csrf=forged")[0] == 403
-        browser.find_element(By.ID, "release").click()
+        submit(browser, browser.find_element(By.ID, "release"))
         assert browser.current_url.endswith("/")
         job_id = int(job_path.rsplit("/", 1)[1])  # back in the queue: de-identified again after the release
         assert wait_until(lambda: _deidentified_after_release(events_of(sent["config"], job_id)), 60)
@@ -191,13 +191,13 @@ def test_status_review_release_and_no_phi_anywhere(sent: dict[str, Any]) -> None
         browser.find_element(By.ID, "purge").click()  # without the confirmation box: the browser refuses
         assert browser.current_url.endswith(job_path) and spool_file.exists()
         browser.find_element(By.NAME, "confirm").click()
-        browser.find_element(By.ID, "purge").click()
+        submit(browser, browser.find_element(By.ID, "purge"))
         assert browser.current_url.endswith("/")
         assert job_counts(sent["config"])["quarantined"] == 0 and not spool_file.exists()
 
         browser.get(f"http://127.0.0.1:{port}/preview")
         browser.find_element(By.NAME, "file").send_keys(str(sent["burned"]))
-        browser.find_element(By.CSS_SELECTOR, "form[action='/preview'] button").click()
+        submit(browser, browser.find_element(By.CSS_SELECTOR, "form[action='/preview'] button"))
         assert browser.find_elements(By.CSS_SELECTOR, "img.frame")
         shown["preview"] = browser.page_source
     shown["metrics"] = _metrics(port, sent["token"])[0]
