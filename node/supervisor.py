@@ -1,5 +1,6 @@
 """Runs the node: the SCP in this process, de-identification workers, the forwarder and (when
-web.enabled) the administrator's page as child processes, restarted if they die. SIGTERM/SIGINT stop everything after the current job.
+web.enabled) the administrator's page as child processes, restarted if they die.
+SIGTERM/SIGINT stop everything after the current job.
 """
 
 from __future__ import annotations
