@@ -17,9 +17,11 @@ import click
 from alembic.util.exc import CommandError as AlembicError
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
+from node import admin
 from node.config import ConfigError, load_settings
 from node.factory import Node
 from node.logging import configure_logging
+from node.metrics import DEFAULT_ROUTE
 from node.persist.db import check as check_schema
 from node.persist.exports import KINDS, export
 from node.persist.imports import ImportRejected, ImportResult, import_patient_map, read_patient_map
@@ -115,20 +117,9 @@ def retry(obj: NodeContext, job_ids: tuple[int, ...], everything: bool) -> None:
     if not job_ids and not everything:
         raise click.UsageError("name job ids, or --all")
     node = obj.node()
-    failed = _guard(lambda: node.jobs.requeue(job_ids or None, from_states=[JobState.FAILED],
-                                              to_state=JobState.CLEAN))
-    released = _guard(lambda: _release(node, job_ids or None))
+    failed = _guard(lambda: admin.retry_failed(node, job_ids or None))
+    released = _guard(lambda: admin.release(node, job_ids or None))
     click.echo(f"requeued {failed} failed, released {released} quarantined")
-
-
-def _release(node: Node, job_ids: tuple[int, ...] | None) -> int:
-    jobs = node.jobs.jobs_in([JobState.QUARANTINED])
-    chosen = [j for j in jobs if job_ids is None or j.id in job_ids]
-    for job in chosen:
-        if node.spool.path("quarantine", job.spool_file).exists():
-            node.spool.move("quarantine", "incoming", job.spool_file)
-    return node.jobs.requeue([j.id for j in chosen], from_states=[JobState.QUARANTINED],
-                             to_state=JobState.RECEIVED) if chosen else 0
 
 
 @cli.group()
@@ -164,7 +155,7 @@ def quarantine_show(obj: NodeContext, job_id: int) -> None:
 def quarantine_release(obj: NodeContext, job_ids: tuple[int, ...]) -> None:
     """Put quarantined jobs back through de-identification."""
     node = obj.node()
-    click.echo(f"released {_guard(lambda: _release(node, job_ids))}")
+    click.echo(f"released {_guard(lambda: admin.release(node, job_ids))}")
 
 
 @quarantine.command("purge")
@@ -176,15 +167,7 @@ def quarantine_purge(obj: NodeContext, job_ids: tuple[int, ...], yes: bool) -> N
     if not yes:
         raise click.UsageError("purge deletes instances for good; add --yes")
     node = obj.node()
-    click.echo(f"purged {_guard(lambda: _purge(node, job_ids))}")
-
-
-def _purge(node: Node, job_ids: tuple[int, ...]) -> int:
-    chosen = [job for job in node.jobs.jobs_in([JobState.QUARANTINED]) if job.id in job_ids]
-    for job in chosen:
-        node.spool.remove("quarantine", job.spool_file)
-        node.jobs.delete(job.id)
-    return len(chosen)
+    click.echo(f"purged {_guard(lambda: admin.purge(node, job_ids))}")
 
 
 @cli.command("export-mappings")
@@ -263,6 +246,49 @@ def lookup(obj: NodeContext, value: str) -> None:
     writer = csv.writer(sys.stdout, lineterminator="\n")
     writer.writerow(["kind", "id_old", "id_new", "offset_days"])
     writer.writerows((f.kind, f.original, f.new, "" if f.offset_days is None else f.offset_days) for f in found)
+
+
+@cli.command()
+@pass_ctx
+def web(obj: NodeContext) -> None:
+    """Serve the administrator's page and /metrics (settings: `web:`; also a child of `serve`
+    when web.enabled). Every request needs the token in web.admin_token_file."""
+    from node.web.server import serve_web
+
+    node = _started(obj)
+    _guard(lambda: serve_web(node))
+
+
+@cli.command()
+@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--route", default=DEFAULT_ROUTE, show_default=True, help="The route whose profile and pixel policy apply.")
+@click.option("--output", "-o", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Directory for the reports: one folder per file, report.html, report.json and frame PNGs.")
+@click.option("--frames", "frame_limit", type=int, default=64, show_default=True,
+              help="Most frames rendered per instance (spread over a cine loop).")
+@pass_ctx
+def preview(obj: NodeContext, files: tuple[Path, ...], route: str, output: Path, frame_limit: int) -> None:
+    """Dry run: de-identify FILES as the node would, recording nothing and forwarding nothing.
+
+    Reports list every attribute changed, removed, added or kept (new values only) and show each
+    frame as it would leave, masked boxes outlined. Folders are numbered in argument order, so
+    no file name (which may hold PHI) is repeated.
+    """
+    from node.deid.pipeline import DeidentificationError, read_instance
+    from node.preview import DryRun, dry_run, write_report
+
+    if route != DEFAULT_ROUTE:
+        raise click.BadParameter(f"this node has one route, {DEFAULT_ROUTE!r}", param_hint="--route")
+    node = obj.node()
+    deidentifier = _guard(node.deidentifier)
+    for number, path in enumerate(files, start=1):
+        try:
+            run = dry_run(deidentifier, node.derivation, read_instance(path), frame_limit=frame_limit)
+        except DeidentificationError as exc:
+            run = DryRun(error=str(exc))
+        report = _guard(lambda: write_report(run, output / f"instance-{number:04d}"))
+        outcome = f"would quarantine: {run.error}" if run.error else f"{len(run.masked)} box(es) masked"
+        click.echo(f"{report}: {outcome}")
 
 
 db = click.Group("db", help="The mapping and job database.")

@@ -165,6 +165,17 @@ class PixelSettings(_Strict):
     timeout_seconds: float = Field(default=300.0, gt=0)
 
 
+class WebSettings(_Strict):
+    """The administrator's page (status, quarantine review, dry run) and /metrics. Every request
+    needs the token held in `admin_token_file` (created, owner-only, on first start)."""
+
+    enabled: bool = False
+    bind: str = "127.0.0.1"
+    port: Port = 8480
+    admin_token_file: Path = Path("admin-token")
+    refresh_seconds: int = Field(default=10, ge=1)
+
+
 class LogSettings(_Strict):
     level: str = "INFO"
     format: str = Field(default="json", pattern="^(json|console)$")
@@ -180,6 +191,7 @@ class Settings(_Strict):
     forward: ForwardSettings
     deid: DeidSettings
     pixels: PixelSettings = PixelSettings()
+    web: WebSettings = WebSettings()
     logging: LogSettings = LogSettings()
     source: Path = Path("<defaults>")
 
@@ -262,6 +274,7 @@ def _resolve_paths(settings: Settings, base: Path) -> Settings:
             "database_url": url,
             "deid": settings.deid.model_copy(update={"profile": resolve(settings.deid.profile)}),
             "pixels": pixels,
+            "web": settings.web.model_copy(update={"admin_token_file": resolve(settings.web.admin_token_file)}),
         }
     )
 
@@ -271,6 +284,12 @@ def load_or_create_secret(path: Path) -> bytes:
     env = os.environ.get("DEID_SECRET")
     if env:
         return env.encode()
+    return load_or_create_private_token(path)
+
+
+def load_or_create_private_token(path: Path) -> bytes:
+    """Return the random token in `path`, creating it (mode 0600, fsynced) if missing; two
+    processes starting together read the same one."""
     try:
         return path.read_bytes().strip()
     except FileNotFoundError:

@@ -1,5 +1,6 @@
-"""Runs the node: the SCP in this process, de-identification workers and the forwarder as
-child processes, restarted if they die. SIGTERM/SIGINT stop everything after the current job.
+"""Runs the node: the SCP in this process, de-identification workers, the forwarder and (when
+web.enabled) the administrator's page as child processes, restarted if they die.
+SIGTERM/SIGINT stop everything after the current job.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from node.logging import configure_logging
 
 log = structlog.get_logger(__name__)
 
-ROLES = ("deid", "forward")
+ROLES = ("deid", "forward", "web")
 
 
 def _stop_on_signals() -> threading.Event:
@@ -40,6 +41,11 @@ def child_main(config_path: str, role: str) -> None:
     stop = _stop_on_signals()
     _stop_when_orphaned(stop)
     node = Node(settings)
+    if role == "web":
+        from node.web.server import serve_web
+
+        serve_web(node, stop)
+        return
     if role == "deid":
         _one_thread_each()
     loop = node.deid_worker() if role == "deid" else node.forwarder()
@@ -70,11 +76,11 @@ def _stop_when_orphaned(stop: threading.Event) -> None:
 
 
 class Supervisor:
-    """Keeps `count` deid workers and one forwarder alive."""
+    """Keeps `count` deid workers, one forwarder and, when asked, the web page alive."""
 
-    def __init__(self, config_path: Path, deid_workers: int) -> None:
+    def __init__(self, config_path: Path, deid_workers: int, *, web: bool = False) -> None:
         self.config_path = str(config_path)
-        self.wanted = {"deid": deid_workers, "forward": 1}
+        self.wanted = {"deid": deid_workers, "forward": 1, "web": int(web)}
         self.context = multiprocessing.get_context("spawn")
         self.children: list[tuple[str, BaseProcess]] = []
 
@@ -120,7 +126,7 @@ def run(node: Node, *, with_scp: bool, deid_workers: int) -> None:
         from node.receive.scp import start_scp
 
         server = start_scp(node.settings.receive, node.store_handler())
-    supervisor = Supervisor(node.settings.source, deid_workers)
+    supervisor = Supervisor(node.settings.source, deid_workers, web=with_scp and node.settings.web.enabled)
     try:
         while not stop.is_set():
             supervisor.reconcile()

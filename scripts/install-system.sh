@@ -11,6 +11,8 @@ packages=(
   tesseract-ocr-eng
   postgresql       # the shared mapping store for several nodes
   dicom3tools      # dciodvfy: IOD validation of de-identified output
+  chromium         # headless browser for the web page's tests (tests/web)
+  chromium-driver  # its WebDriver, /usr/bin/chromedriver
 )
 
 missing=()

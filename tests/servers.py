@@ -39,6 +39,7 @@ _TOOLS: dict[str, tuple[str, ...]] = {
     "orthanc-dicomweb": (str(ORTHANC_BINARY), str(DICOMWEB_PLUGIN)),
     "postgres": tuple(str(POSTGRES_BIN / name) for name in ("initdb", "postgres", "pg_isready", "createdb")),
     "dcmtk": ("storescu", "echoscu", "storescp"),
+    "chromium": ("/usr/bin/chromium", "/usr/bin/chromedriver"),  # Debian's chromium, chromium-driver
 }
 _INSTALL_HINT = "install it with scripts/install-system.sh"
 

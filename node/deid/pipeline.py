@@ -44,11 +44,7 @@ class Deidentifier:
         self.pixels = pixels
 
     def run_file(self, path: Path, mappings: Mappings) -> DeidOutcome:
-        try:
-            ds = pydicom.dcmread(path)
-        except Exception as exc:  # noqa: BLE001 - whatever a damaged file makes pydicom raise
-            raise DeidentificationError(f"unreadable DICOM file ({type(exc).__name__})") from exc
-        return self.run(ds, mappings)
+        return self.run(read_instance(path), mappings)
 
     def run(self, ds: pydicom.Dataset, mappings: Mappings) -> DeidOutcome:
         """De-identify `ds` in place; any failure but an unavailable store quarantines."""
@@ -71,6 +67,14 @@ class Deidentifier:
         pieces = part10_pieces(ds)
         study = str(ds.StudyInstanceUID) if "StudyInstanceUID" in ds else None
         return DeidOutcome(pieces, str(ds.SOPInstanceUID), study, report.patient.patient_id, report, pixel_outcome)
+
+
+def read_instance(path: Path) -> pydicom.Dataset:
+    """A received file as a dataset; DeidentificationError (PHI-free) when it is not DICOM."""
+    try:
+        return pydicom.dcmread(path)
+    except Exception as exc:  # noqa: BLE001 - whatever a damaged file makes pydicom raise
+        raise DeidentificationError(f"unreadable DICOM file ({type(exc).__name__})") from exc
 
 
 def _require(ds: pydicom.Dataset) -> None:

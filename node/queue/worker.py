@@ -74,8 +74,9 @@ class DeidWorker:
             self._retry(job, f"{type(exc).__name__} while storing the clean instance")
             return
         pixels = outcome.pixels.reason if outcome.pixels else "off"
+        detail = outcome.pixels.audit_detail() if outcome.pixels else "pixels=off"
         self.jobs.mark_clean(job.id, self.owner, new_sop_instance_uid=outcome.new_sop_instance_uid,
-                             patient_pseudonym=outcome.patient_pseudonym, detail=f"pixels={pixels}")
+                             patient_pseudonym=outcome.patient_pseudonym, detail=detail)
         finished = time.perf_counter()
         log.info("deidentified", job=job.id, patient=outcome.patient_pseudonym, pixels=pixels,
                  seconds=round(finished - started, 4), run_seconds=round(deidentified - started, 4),

@@ -18,7 +18,7 @@ import hashlib
 import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import astuple, dataclass, field, replace
 from enum import Enum
 from functools import partial
 from pathlib import Path
@@ -33,7 +33,7 @@ from node.deid.pixels.detect import Rect, find_text, small_text_line, spanning
 from node.deid.pixels.image_area import inside_any, ultrasound_regions
 from node.deid.pixels.match import PhiMatcher, PresidioPatterns
 from node.deid.pixels.ocr import ALL_READINGS, GREY, Crop, Word, read_crops
-from node.deid.pixels.outcome import PixelCleaningError, PixelOutcome
+from node.deid.pixels.outcome import MaskedBox, PixelCleaningError, PixelOutcome
 from node.deid.pixels.policy import (
     Action, Decision, DetectorSettings, MaskScope, OcrSettings, PixelPolicy, load_policy,
 )
@@ -84,6 +84,12 @@ class _Found:
 
     def rects(self) -> set[Rect]:
         return self.every_frame.union(*self.per_frame.values())
+
+    def masked(self) -> tuple[MaskedBox, ...]:
+        every = [MaskedBox(None, r.x, r.y, r.w, r.h) for r in sorted(self.every_frame, key=astuple)]
+        each = [MaskedBox(i, r.x, r.y, r.w, r.h) for i in sorted(self.per_frame)
+                for r in sorted(self.per_frame[i] - self.every_frame, key=astuple)]
+        return tuple(every + each)
 
 
 @dataclass(frozen=True)
@@ -297,7 +303,7 @@ class PixelCleaner:
             mark_clean(ds)
         rects = found.rects()  # after verification, which may have masked more
         reason = self._reason(rule_names, decision, found)
-        return PixelOutcome(bool(rects), count, len(rects), len(found.ocr_frames), reason)
+        return PixelOutcome(bool(rects), count, len(rects), len(found.ocr_frames), reason, found.masked())
 
     def _search(
         self, views: dict[int, _View], decision: Decision, matcher: PhiMatcher, reader: _Reader, found: _Found,

@@ -1,0 +1,34 @@
+"""Administrative moves of quarantined jobs, shared by the CLI and the web page."""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+
+from node.factory import Node
+from node.persist.models import JobState
+
+
+def release(node: Node, job_ids: Collection[int] | None) -> int:
+    """Put quarantined jobs (all when `job_ids` is None) back through de-identification."""
+    jobs = node.jobs.jobs_in([JobState.QUARANTINED])
+    chosen = [j for j in jobs if job_ids is None or j.id in job_ids]
+    for job in chosen:
+        if node.spool.path("quarantine", job.spool_file).exists():
+            node.spool.move("quarantine", "incoming", job.spool_file)
+    return node.jobs.requeue([j.id for j in chosen], from_states=[JobState.QUARANTINED],
+                             to_state=JobState.RECEIVED) if chosen else 0
+
+
+def purge(node: Node, job_ids: Collection[int]) -> int:
+    """Delete quarantined instances for good: the spool copy and the job row."""
+    chosen = [job for job in node.jobs.jobs_in([JobState.QUARANTINED]) if job.id in job_ids]
+    for job in chosen:
+        node.spool.remove("quarantine", job.spool_file)
+        node.jobs.delete(job.id)
+    return len(chosen)
+
+
+def retry_failed(node: Node, job_ids: Collection[int] | None) -> int:
+    """Send failed jobs (all when `job_ids` is None) again now."""
+    return node.jobs.requeue(list(job_ids) if job_ids else None, from_states=[JobState.FAILED],
+                             to_state=JobState.CLEAN)
