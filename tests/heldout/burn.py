@@ -10,7 +10,6 @@ outlined text over the anatomy, an unlabelled stack at a side edge.
 from __future__ import annotations
 
 import base64
-import random
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -201,8 +200,8 @@ def draw_block(canvas: Canvas, lines: list[list[Segment]], style: Style, top: in
             offset += height
 
 
-def place(canvas: Canvas, rng: random.Random, height: int, width: int, where: str) -> tuple[int, int] | None:
-    """A free spot for a block of this size in a named part of the frame, or None."""
+def place(canvas: Canvas, height: int, width: int, where: str, nudge: tuple[int, int] = (0, 0)) -> tuple[int, int] | None:
+    """A free spot for a block of this size in a named part of the frame (moved by `nudge`), or None."""
     margin = max(2, canvas.width // 60)
     spots = {
         "top_left": (margin, margin), "top_right": (margin, canvas.width - width - margin),
@@ -212,9 +211,10 @@ def place(canvas: Canvas, rng: random.Random, height: int, width: int, where: st
         "bottom_centre": (canvas.height - height - margin, (canvas.width - width) // 2),
         "left_edge": ((canvas.height - height) // 2, margin),
         "right_edge": ((canvas.height - height) // 2, canvas.width - width - margin),
-        "lower_third": (canvas.height * 2 // 3 + rng.randrange(-10, 10), (canvas.width - width) // 2 + rng.randrange(-20, 20)),
+        "lower_third": (canvas.height * 2 // 3, (canvas.width - width) // 2),
     }
     top, left = spots[where]
+    top, left = top + nudge[0], left + nudge[1]
     return (top, left) if canvas.free(top, left, height, width) else None
 
 

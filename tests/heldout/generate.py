@@ -23,7 +23,7 @@ from datetime import date
 from pathlib import Path
 
 import numpy as np
-import pydicom
+from pydicom.datadict import keyword_for_tag, tag_for_keyword
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
 from pydicom.uid import (
@@ -105,6 +105,7 @@ class Study:
     accession: str
     study_id: str
     institution: Institution
+    manufacturer: str
 
 
 class _Uids:
@@ -120,8 +121,11 @@ class _Uids:
 def _patient(vocab: Vocabulary) -> Patient:
     locale = vocab.locale()
     sex = vocab.rng.choice("MF")
+    phone = vocab.phone(locale)
+    while len(phone) > 16:  # Telephone Numbers is SH
+        phone = vocab.phone(locale)
     return Patient(vocab.person(locale, sex), sex, vocab.birth_date(), vocab.mrn(), vocab.mrn(),
-                   vocab.address(locale), vocab.phone(locale), vocab.person(locale, "F"),
+                   vocab.address(locale), phone, vocab.person(locale, "F"),
                    vocab.institution(locale), vocab.person(locale), vocab.person(locale))
 
 
@@ -241,10 +245,13 @@ def _inks(modality: str, rng: random.Random) -> tuple[object, object]:
 
 @dataclass(frozen=True)
 class _Block:
+    """Text a series shows at the same place on every frame of every instance."""
+
     layout: str
     lines: list[list[burn.Segment]]
     style: burn.Style
     where: str
+    nudge: tuple[int, int] = (0, 0)
 
 
 def _phi_value(kind: str, rng: random.Random, vocab: Vocabulary, patient: Patient, study: Study) -> str:
@@ -297,7 +304,8 @@ def _plan(rng: random.Random, vocab: Vocabulary, patient: Patient, study: Study,
                 where = rng.choice(("top_left", "bottom_right", "top_right", "bottom_left", "bottom_centre"))
                 blocks.append(_Block(layout, [[value(k)] for k in kinds[:2]], style(), where))
             elif layout == "outlined":
-                blocks.append(_Block(layout, [[value(kinds[0])]], style(outline=True), "lower_third"))
+                blocks.append(_Block(layout, [[value(kinds[0])]], style(outline=True), "lower_third",
+                                     (rng.randrange(-10, 10), rng.randrange(-20, 20))))
             else:  # side_stack: unlabelled values one under another
                 blocks.append(_Block(layout, [[value(k)] for k in kinds], style(), rng.choice(("left_edge", "right_edge"))))
     for _ in range(rng.randrange(1, 4)):
@@ -306,13 +314,13 @@ def _plan(rng: random.Random, vocab: Vocabulary, patient: Patient, study: Study,
     return blocks
 
 
-def _burn(frame: np.ndarray, blocks: list[_Block], inks: tuple[object, object], rng: random.Random) -> list[burn.Drawn]:
+def _burn(frame: np.ndarray, blocks: list[_Block], inks: tuple[object, object]) -> list[burn.Drawn]:
     bright, dark = inks
     canvas = burn.Canvas(frame, bright, dark)  # type: ignore[arg-type]
     for block in blocks:
         height, width = burn.block_size(block.lines, block.style)
         pad = 3 if block.layout == "inverse_box" else 0
-        spot = burn.place(canvas, rng, height + 2 * pad, width + 2 * pad, block.where)
+        spot = burn.place(canvas, height + 2 * pad, width + 2 * pad, block.where, block.nudge)
         if spot is None:
             continue  # does not fit there on this image: the series shows less text
         top, left = spot
@@ -329,8 +337,6 @@ def _burn(frame: np.ndarray, blocks: list[_Block], inks: tuple[object, object], 
 # --- headers -------------------------------------------------------------------------------------
 
 def _tag(keyword: str) -> str:
-    from pydicom.datadict import tag_for_keyword
-
     tag = tag_for_keyword(keyword)
     assert tag is not None, keyword
     return f"{tag:08X}"
@@ -355,11 +361,12 @@ class _Instance:
         """A free-text element; clinical words are scored only where the profile keeps the element."""
         setattr(into if into is not None else self.ds, keyword, text.text)
         full = f"{path}{_tag(keyword)}"
+        label = f"{keyword_for_tag(int(path.split('/')[0], 16))}/{keyword}" if path else keyword
         for value, kind in text.removed:
-            self.expect(full, "text_removed", value, f"{keyword}/{kind}")
+            self.expect(full, "text_removed", value, f"{label}/{kind}")
         if kept:
             for phrase in text.retained:
-                self.expect(full, "text_retained", phrase, keyword)
+                self.expect(full, "text_retained", phrase, label)
 
     def private(self, group: int, creator: str, offset: int, vr: str, value: str, action: str, kind: str) -> None:
         self.ds.private_block(group, creator, create=True).add_new(offset, vr, value)
@@ -442,7 +449,7 @@ def _header(item: _Instance, rng: random.Random, vocab: Vocabulary, patient: Pat
     item.text("RequestedProcedureDescription", texts["requested"], kept=False, into=request, path=path)
     request.RequestedProcedureID = study.accession
     item.expect(f"{path}{_tag('RequestedProcedureID')}", "text_removed", study.accession, "RequestAttributesSequence/id")
-    ds.Manufacturer = rng.choice(("GE MEDICAL SYSTEMS", "SIEMENS", "Philips", "Canon"))
+    ds.Manufacturer = study.manufacturer
     if ds.Manufacturer == "GE MEDICAL SYSTEMS":  # GE private identification block (TCIA private tag KB dispositions)
         item.private(0x0009, "GEMS_IDEN_01", 0x02, "SH", f"{study.institution.initials[:6]}{rng.randrange(10, 99)}", "text_removed", "institution")
         item.private(0x0009, "GEMS_IDEN_01", 0xE3, "UI", generate_uid(entropy_srcs=[study.uid, "equipment"]), "uid_changed", "uid")
@@ -504,7 +511,7 @@ def _image(directory: Path, name: str, rng: random.Random, vocab: Vocabulary, pa
     frames = []
     for index in range(frame_count):
         frame = _base_frame(rng, study.modality)
-        for drawn in _burn(frame, blocks, inks, rng):
+        for drawn in _burn(frame, blocks, inks):
             truth.burned_in.append({"frame": index, **drawn.as_json()})
         frames.append(frame)
     if photometric == "MONOCHROME1":
@@ -574,7 +581,8 @@ def generate_corpus(directory: Path, seed: int, *, studies: int = 10) -> list[Tr
         modality = modalities[number % len(modalities)]
         when = vocab.exam_date()
         institution = patient.institution if rng.random() < 0.8 else vocab.institution()
-        study = Study(modality, new_uid(), when, vocab.accession(when), str(rng.randrange(100000, 999999)), institution)
+        study = Study(modality, new_uid(), when, vocab.accession(when), str(rng.randrange(100000, 999999)), institution,
+                      rng.choice(("GE MEDICAL SYSTEMS", "SIEMENS", "Philips", "Canon")))
         clinical = study_phrase(rng, modality)
         texts = {
             "study": free_text(rng, vocab, patient, study, clinical, phi_chance=0.5, limit=_LO_MAX),
