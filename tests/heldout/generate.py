@@ -233,14 +233,13 @@ def _base_frame(rng: random.Random, modality: str) -> np.ndarray:
 
 def _inks(modality: str, rng: random.Random) -> tuple[object, object]:
     """(bright, dark) ink as the viewer sees it (a MONOCHROME1 frame is drawn as seen, then its
-    values inverted as such a modality stores them). The dark ink
-    (text in an inverse box, outline halos) is a dark grey, not the darkest value: a black
-    redaction box must change its strokes for the stroke-based check to see them hidden."""
+    values inverted as such a modality stores them). Neither ink is an extreme value: a uniform box
+    painted over the text in the darkest or brightest value changes every stroke pixel, so the
+    stroke-based check sees it hidden whichever way the redaction was painted."""
     if modality in _RGB:
-        bright = rng.choice(((255, 255, 255), (255, 255, 0), (0, 255, 0), (0, 255, 255), (255, 160, 0)))
+        bright = rng.choice(((240, 240, 240), (250, 250, 40), (40, 250, 40), (40, 240, 240), (250, 160, 20)))
         return np.array(bright), np.array((rng.randrange(30, 60),) * 3)
-    top = 4095 if rng.random() < 0.7 else rng.randrange(3000, 4095)
-    return top, rng.randrange(400, 700)
+    return rng.randrange(3500, 4000), rng.randrange(400, 700)
 
 
 @dataclass(frozen=True)
