@@ -96,11 +96,9 @@ def mask_from_json(item: dict) -> tuple[tuple[int, int, int, int], np.ndarray]: 
 
 @dataclass
 class Canvas:
-    """A frame (2-D grey or H x W x 3 RGB, integer) and the ink values that read as bright and dark."""
+    """A frame (2-D grey or H x W x 3 RGB, integer) being drawn on: what is taken, what was drawn."""
 
     frame: np.ndarray
-    bright: np.ndarray | int
-    dark: np.ndarray | int
     occupied: list[tuple[int, int, int, int]] = field(default_factory=list)
     items: list[Drawn] = field(default_factory=list)
 

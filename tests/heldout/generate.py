@@ -106,6 +106,7 @@ class Study:
     study_id: str
     institution: Institution
     manufacturer: str
+    body_part: str
 
 
 class _Uids:
@@ -199,7 +200,8 @@ def _inserted(text: str, clinical: str, kinds: str, ref: Person, patient: Patien
                   (ref.given, "name"), (inst.name, "institution"), (inst.initials, "institution"),
                   (inst.phone, "phone"), (written_date, "date"), (patient.patient_id, "id"), (study.accession, "id")]
     wanted = set(kinds.split("+"))
-    return [(v, k) for v, k in candidates if k in wanted and v and v in rest and (k != "institution" or len(v) >= 3)]
+    return [(v, k) for v, k in candidates
+            if k in wanted and v and fold(v) in fold(rest) and (k != "institution" or len(v) >= 3)]
 
 
 # --- pixels --------------------------------------------------------------------------------------
@@ -315,7 +317,7 @@ def _plan(rng: random.Random, vocab: Vocabulary, patient: Patient, study: Study,
 
 def _burn(frame: np.ndarray, blocks: list[_Block], inks: tuple[object, object]) -> list[burn.Drawn]:
     bright, dark = inks
-    canvas = burn.Canvas(frame, bright, dark)  # type: ignore[arg-type]
+    canvas = burn.Canvas(frame)
     for block in blocks:
         height, width = burn.block_size(block.lines, block.style)
         pad = 3 if block.layout == "inverse_box" else 0
@@ -398,15 +400,25 @@ def _dataset(sop_class: str, sop_uid: str) -> Dataset:
 
 
 @dataclass
-class _SeriesText:
+class _Series:
+    """What every instance of one series shares: ids, texts, what is burned in and how."""
+
+    number: int
+    uid: str
+    frame_of_reference: str
     description: FreeText
     protocol: FreeText
     comments: FreeText
     private_note: FreeText
+    text_in_pixels: str = "none"  # none | annotations | phi (as planned; drawn PHI may not fit)
+    blocks: list[_Block] = field(default_factory=list)
+    inks: tuple[object, object] = (0, 0)
+    photometric: str = "MONOCHROME2"
+    frame_count: int = 1
 
 
 def _header(item: _Instance, rng: random.Random, vocab: Vocabulary, patient: Patient, study: Study,
-            texts: dict[str, FreeText], series_text: _SeriesText, series_uid: str, frame_of_reference: str) -> None:
+            texts: dict[str, FreeText], series: _Series) -> None:
     ds = item.ds
     item.phi("PatientName", patient.person.dicom, "name")
     ds.PatientID = patient.patient_id
@@ -429,19 +441,19 @@ def _header(item: _Instance, rng: random.Random, vocab: Vocabulary, patient: Pat
     item.phi("AccessionNumber", study.accession, "id")
     item.phi("StudyID", study.study_id, "id")
     item.uid("StudyInstanceUID", study.uid)
-    item.uid("SeriesInstanceUID", series_uid)
+    item.uid("SeriesInstanceUID", series.uid)
     item.date("StudyDate", study.when)
     item.date("SeriesDate", study.when)
     item.date("ContentDate", study.when)
     ds.StudyTime = f"{rng.randrange(7, 19):02d}{rng.randrange(60):02d}00"
     item.kept("Modality", study.modality)
     item.text("StudyDescription", texts["study"], kept=True)
-    item.text("SeriesDescription", series_text.description, kept=True)
-    item.text("ProtocolName", series_text.protocol, kept=True)
+    item.text("SeriesDescription", series.description, kept=True)
+    item.text("ProtocolName", series.protocol, kept=True)
     item.text("AdditionalPatientHistory", texts["history"], kept=True)
     item.text("RequestedProcedureDescription", texts["requested"], kept=True)
     item.text("StudyComments", texts["comments"], kept=False)
-    item.text("ImageComments", series_text.comments, kept=False)
+    item.text("ImageComments", series.comments, kept=False)
     request = Dataset()
     ds.RequestAttributesSequence = Sequence([request])
     path = f"{_tag('RequestAttributesSequence')}/0/"
@@ -452,19 +464,53 @@ def _header(item: _Instance, rng: random.Random, vocab: Vocabulary, patient: Pat
     if ds.Manufacturer == "GE MEDICAL SYSTEMS":  # GE private identification block (TCIA private tag KB dispositions)
         item.private(0x0009, "GEMS_IDEN_01", 0x02, "SH", f"{study.institution.initials[:6]}{rng.randrange(10, 99)}", "text_removed", "institution")
         item.private(0x0009, "GEMS_IDEN_01", 0xE3, "UI", generate_uid(entropy_srcs=[study.uid, "equipment"]), "uid_changed", "uid")
-    elif ds.Manufacturer == "SIEMENS" and series_text.private_note.removed:
-        item.private(0x0019, "SIEMENS MED SMS USG S2000", 0x3B, "LT", series_text.private_note.text, "text_removed", "note")
-        for value, kind in series_text.private_note.removed:
-            item.expect("0019:SIEMENS MED SMS USG S2000:3B", "text_removed", value, f"private SIEMENS/{kind}")
+    elif ds.Manufacturer == "SIEMENS" and series.private_note.removed:
+        # a note with PHI in it, in an element the private tag KB deletes: nothing of it may stay
+        item.private(0x0019, "SIEMENS MED SMS USG S2000", 0x3B, "LT", series.private_note.text, "text_removed", "note")
     if rng.random() < 0.5:  # a site's own RIS block, unknown to any dictionary
         creator = "NORDLYS RIS 2"
         item.private(0x0031, creator, 0x10, "LO", patient.person.written(rng), "text_removed", "name")
         item.private(0x0031, creator, 0x11, "LO", patient.referrer.written(rng), "text_removed", "name")
-    if study.modality in ("CT", "MR") and frame_of_reference:
-        item.uid("FrameOfReferenceUID", frame_of_reference)
+    if study.modality in ("CT", "MR") and series.frame_of_reference:
+        item.uid("FrameOfReferenceUID", series.frame_of_reference)
         item.kept("SliceThickness", rng.choice(("1.25", "3", "5")))
     if study.modality in ("CT", "CR", "DX", "MG"):
         item.kept("KVP", str(rng.choice((28, 80, 100, 120))))
+
+
+def _acquisition(item: _Instance, rng: random.Random, study: Study, number: int) -> None:
+    """The geometry and acquisition attributes an image of this modality carries."""
+    ds = item.ds
+    modality = study.modality
+    ds.BodyPartExamined = study.body_part
+    if modality in ("CT", "MR"):
+        item.kept("PixelSpacing", ["0.8", "0.8"])
+        ds.ImageOrientationPatient = ["1", "0", "0", "0", "1", "0"]
+        ds.ImagePositionPatient = ["-100", "-100", str(5 * number)]
+        ds.SliceLocation = str(5 * number)
+        ds.PatientPosition, ds.PositionReferenceIndicator, ds.AcquisitionNumber = "HFS", "", 1
+    else:
+        ds.PatientOrientation = ["A", "F"] if modality in ("CR", "DX") else ["P", "L"] if modality == "MG" else ""
+    if modality == "MR":
+        ds.ScanningSequence, ds.SequenceVariant, ds.MRAcquisitionType = "SE", "NONE", "2D"
+        ds.ScanOptions, ds.EchoTrainLength = "", 1
+        item.kept("EchoTime", str(rng.randrange(8, 120)))
+        ds.RepetitionTime, ds.MagneticFieldStrength = str(rng.randrange(400, 6000)), rng.choice(("1.5", "3"))
+    if modality in ("CR", "DX"):
+        ds.ViewPosition = rng.choice(("PA", "AP", "LL"))
+    if modality in ("DX", "MG"):
+        ds.PresentationIntentType = "FOR PRESENTATION"
+        ds.PixelIntensityRelationship, ds.PixelIntensityRelationshipSign = "LIN", 1
+        ds.RescaleIntercept, ds.RescaleSlope, ds.RescaleType = "0", "1", "US"
+        ds.LossyImageCompression, ds.ImagerPixelSpacing = "00", ["0.15", "0.15"]
+        ds.DetectorType, ds.PositionerType, ds.AcquisitionContextSequence = "DIRECT", "", Sequence([])
+        ds.AnatomicRegionSequence = Sequence([])
+        ds.BurnedInAnnotation = "NO"
+    if modality in ("DX", "MG"):
+        item.kept("ImageLaterality", rng.choice("LR") if modality == "MG" else "U")
+        ds.ViewPosition = rng.choice(("CC", "MLO"))
+    if modality == "SC":
+        item.kept("ConversionType", "WSD")
 
 
 def _pixel_module(ds: Dataset, modality: str, frames: list[np.ndarray], photometric: str) -> None:
@@ -480,6 +526,8 @@ def _pixel_module(ds: Dataset, modality: str, frames: list[np.ndarray], photomet
         if modality == "CT":
             ds.RescaleIntercept, ds.RescaleSlope = "-1024", "1"
     ds.PhotometricInterpretation = photometric
+    if modality in ("DX", "MG"):
+        ds.PresentationLUTShape = "INVERSE" if photometric == "MONOCHROME1" else "IDENTITY"
     ds.PixelRepresentation = 0
     if len(frames) > 1:
         ds.NumberOfFrames = len(frames)
@@ -489,18 +537,16 @@ def _pixel_module(ds: Dataset, modality: str, frames: list[np.ndarray], photomet
 
 
 def _image(directory: Path, name: str, rng: random.Random, vocab: Vocabulary, patient: Patient, study: Study,
-           texts: dict[str, FreeText], series_text: _SeriesText, series_uid: str, frame_of_reference: str,
-           number: int, sop_uid: str, blocks: list[_Block], inks: tuple[object, object], photometric: str,
-           frame_count: int, referenced: str | None, text_in_pixels: str) -> Truth:
-    multi = frame_count > 1
-    sop_class = UltrasoundMultiFrameImageStorage if multi else _SOP_CLASS[study.modality]
+           texts: dict[str, FreeText], series: _Series, number: int, sop_uid: str, referenced: str | None) -> Truth:
+    sop_class = UltrasoundMultiFrameImageStorage if series.frame_count > 1 else _SOP_CLASS[study.modality]
     ds = _dataset(sop_class, sop_uid)
-    truth = Truth(name, sop_uid, study.modality, text_in_pixels=text_in_pixels)
+    truth = Truth(name, sop_uid, study.modality, text_in_pixels=series.text_in_pixels)
     item = _Instance(ds, truth)
     item.uid("SOPInstanceUID", sop_uid)
-    _header(item, rng, vocab, patient, study, texts, series_text, series_uid, frame_of_reference)
-    ds.SeriesNumber, ds.InstanceNumber = rng.randrange(1, 20), number
-    ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL" if study.modality == "CT" else "OTHER"]
+    _header(item, rng, vocab, patient, study, texts, series)
+    ds.SeriesNumber, ds.InstanceNumber = series.number, number
+    ds.ImageType = ["ORIGINAL", "PRIMARY", {"CT": "AXIAL", "MR": "OTHER"}.get(study.modality, "")]
+    _acquisition(item, rng, study, number)
     if referenced is not None:
         ref = Dataset()
         ref.ReferencedSOPClassUID = _SOP_CLASS[study.modality]
@@ -508,30 +554,35 @@ def _image(directory: Path, name: str, rng: random.Random, vocab: Vocabulary, pa
         item.uid("ReferencedSOPInstanceUID", referenced, into=ref, path=path)
         ds.ReferencedImageSequence = Sequence([ref])
     frames = []
-    for index in range(frame_count):
+    for index in range(series.frame_count):
         frame = _base_frame(rng, study.modality)
-        for drawn in _burn(frame, blocks, inks):
+        for drawn in _burn(frame, series.blocks, series.inks):
             truth.burned_in.append({"frame": index, **drawn.as_json()})
         frames.append(frame)
-    if photometric == "MONOCHROME1":
+    if series.photometric == "MONOCHROME1":
         frames = [4095 - f for f in frames]  # stored values: the viewer inverts them back
-    _pixel_module(ds, study.modality, frames, photometric)
-    truth.text_in_pixels = "phi" if truth.burned_in else text_in_pixels
+    _pixel_module(ds, study.modality, frames, series.photometric)
+    if series.text_in_pixels == "phi" and not truth.burned_in:
+        truth.text_in_pixels = "annotations"  # no PHI block fitted on this image
     truth.pixel_md5 = hashlib.md5(ds.PixelData).hexdigest()
     ds.save_as(directory / name, enforce_file_format=True)
     return truth
 
 
 def _report(directory: Path, name: str, rng: random.Random, vocab: Vocabulary, patient: Patient, study: Study,
-            texts: dict[str, FreeText], series_text: _SeriesText, series_uid: str, sop_uid: str, referenced: str) -> Truth:
-    """A Basic Text SR of the study: findings as TEXT content items, an observer's name."""
+            texts: dict[str, FreeText], series: _Series, sop_uid: str, referenced: tuple[str, str]) -> Truth:
+    """A Basic Text SR of the study: findings as TEXT content items, an observer's name; it cites
+    one image (`referenced`: that image's series and SOP Instance UIDs)."""
     ds = _dataset(BasicTextSRStorage, sop_uid)
     truth = Truth(name, sop_uid, "SR")
     item = _Instance(ds, truth)
     item.uid("SOPInstanceUID", sop_uid)
-    _header(item, rng, vocab, patient, study, texts, series_text, series_uid, "")
+    _header(item, rng, vocab, patient, study, texts, series)
     ds.Modality = "SR"
-    ds.SeriesNumber, ds.InstanceNumber = 99, 1
+    ds.SeriesNumber, ds.InstanceNumber = series.number, 1
+    ds.ContentTime = ds.StudyTime
+    ds.ReferencedPerformedProcedureStepSequence = Sequence([])
+    ds.PerformedProcedureCodeSequence = Sequence([])
     ds.ValueType, ds.ContinuityOfContent, ds.CompletionFlag, ds.VerificationFlag = "CONTAINER", "SEPARATE", "COMPLETE", "UNVERIFIED"
     ds.ConceptNameCodeSequence = Sequence([_code("18748-4", "LN", "Diagnostic Imaging Report")])
     content = []
@@ -554,6 +605,14 @@ def _report(directory: Path, name: str, rng: random.Random, vocab: Vocabulary, p
     path = f"{_tag('CurrentRequestedProcedureEvidenceSequence')}/0/"
     ds.CurrentRequestedProcedureEvidenceSequence = Sequence([source])
     item.uid("StudyInstanceUID", study.uid, into=source, path=path)
+    instance = Dataset()
+    instance.ReferencedSOPClassUID = _SOP_CLASS[study.modality]
+    cited_series = Dataset()
+    cited_series.ReferencedSOPSequence = Sequence([instance])
+    source.ReferencedSeriesSequence = Sequence([cited_series])
+    series_path = f"{path}{_tag('ReferencedSeriesSequence')}/0/"
+    item.uid("SeriesInstanceUID", referenced[0], into=cited_series, path=series_path)
+    item.uid("ReferencedSOPInstanceUID", referenced[1], into=instance, path=f"{series_path}{_tag('ReferencedSOPSequence')}/0/")
     truth.text_in_pixels = "none"
     ds.save_as(directory / name, enforce_file_format=True)
     return truth
@@ -581,8 +640,9 @@ def generate_corpus(directory: Path, seed: int, *, studies: int = 10) -> list[Tr
         when = vocab.exam_date()
         institution = patient.institution if rng.random() < 0.8 else vocab.institution()
         study = Study(modality, new_uid(), when, vocab.accession(when), str(rng.randrange(100000, 999999)), institution,
-                      rng.choice(("GE MEDICAL SYSTEMS", "SIEMENS", "Philips", "Canon")))
+                      rng.choice(("GE MEDICAL SYSTEMS", "SIEMENS", "Philips", "Canon")), "")
         clinical = study_phrase(rng, modality)
+        study.body_part = next(w for w in clinical.split() if w != modality)
         texts = {
             "study": free_text(rng, vocab, patient, study, clinical, phi_chance=0.5, limit=_LO_MAX),
             "history": free_text(rng, vocab, patient, study, rng.choice(HISTORY), phi_chance=0.7, limit=None),
@@ -591,9 +651,9 @@ def generate_corpus(directory: Path, seed: int, *, studies: int = 10) -> list[Tr
         }
         last_series = None
         last_uid = None
-        for series_number in range(rng.choice((1, 2, 2))):
-            series_uid = new_uid()
-            series_text = _SeriesText(
+        for series_number in range(1, rng.choice((2, 3, 3))):
+            series = _Series(
+                series_number, new_uid(), new_uid(),
                 free_text(rng, vocab, patient, study, rng.choice(SERIES_NAMES[modality]), phi_chance=0.4, limit=_LO_MAX),
                 free_text(rng, vocab, patient, study, f"{clinical.split()[-1]} {rng.choice(SERIES_NAMES[modality])}",
                           phi_chance=0.25, limit=_LO_MAX),
@@ -601,23 +661,24 @@ def generate_corpus(directory: Path, seed: int, *, studies: int = 10) -> list[Tr
                 free_text(rng, vocab, patient, study, rng.choice(FINDINGS), phi_chance=0.9, limit=None),
             )
             roll = rng.random()
-            text_in_pixels = "none" if roll < 0.34 else "annotations" if roll < 0.5 else "phi"
-            blocks = [] if text_in_pixels == "none" else _plan(rng, vocab, patient, study, text_in_pixels == "phi")
-            photometric = "RGB" if modality in _RGB else "MONOCHROME1" if modality in ("CR", "DX") and rng.random() < 0.5 else "MONOCHROME2"
-            inks = _inks(modality, rng)
-            frame_of_reference = new_uid()
-            frame_count = rng.choice((1, 3)) if modality == "US" else 1
-            for instance in range(rng.randrange(2, 4) if frame_count == 1 else 1):
+            series.text_in_pixels = "none" if roll < 0.34 else "annotations" if roll < 0.5 else "phi"
+            if series.text_in_pixels != "none":
+                series.blocks = _plan(rng, vocab, patient, study, series.text_in_pixels == "phi")
+            series.photometric = ("RGB" if modality in _RGB else "MONOCHROME1" if modality in ("CR", "DX") and rng.random() < 0.5
+                                  else "MONOCHROME2")
+            series.inks = _inks(modality, rng)
+            series.frame_count = rng.choice((1, 3)) if modality == "US" else 1
+            for instance in range(rng.randrange(2, 4) if series.frame_count == 1 else 1):
                 name = f"s{seed:03d}-st{number:02d}-se{series_number}-i{instance}.dcm"
                 sop_uid = new_uid()
-                truths.append(_image(directory, name, rng, vocab, patient, study, texts, series_text, series_uid,
-                                     frame_of_reference, instance + 1, sop_uid, blocks, inks, photometric,
-                                     frame_count, last_uid, text_in_pixels))
+                truths.append(_image(directory, name, rng, vocab, patient, study, texts, series, instance + 1, sop_uid, last_uid))
                 last_uid = sop_uid
-            last_series = series_text
+            last_series = series
         if last_series is not None and last_uid is not None and rng.random() < 0.35:
             name = f"s{seed:03d}-st{number:02d}-sr.dcm"
-            truths.append(_report(directory, name, rng, vocab, patient, study, texts, last_series, new_uid(), new_uid(), last_uid))
+            report = _Series(99, new_uid(), "", last_series.description, last_series.protocol, last_series.comments,
+                             last_series.private_note)
+            truths.append(_report(directory, name, rng, vocab, patient, study, texts, report, new_uid(), (last_series.uid, last_uid)))
     for truth in truths:
         truth.write(directory)
     (directory / "corpus.json").write_text(json.dumps({"seed": seed, "files": [t.file for t in truths]}))

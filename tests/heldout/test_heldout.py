@@ -43,7 +43,7 @@ def test_the_node_meets_the_bars_on_held_out_data(tmp_path: Path) -> None:
 def test_the_corpus_has_what_the_probes_need(small: tuple[Path, list[Truth]]) -> None:
     corpus, truths = small
     images = [t for t in truths if t.modality != "SR"]
-    assert {t.modality for t in images} >= {"CT", "MR", "CR", "DX"} or len(images) >= 8
+    assert len({t.modality for t in images}) == 4  # one study per modality until all seven are used
     assert any(t.burned_in for t in images) and any(t.text_in_pixels == "none" for t in images)
     assert all(item["pixels"] > 0 for t in images for item in t.burned_in)
     actions = {c.action for t in truths for c in t.checks}
@@ -85,7 +85,8 @@ def test_blanking_everything_hides_every_item_and_fails_what_must_be_kept(small:
     assert result.per_action["text_removed"] == result.totals["text_removed"]
     assert result.hidden == 1.0
     assert result.kept == 0.0 and result.unchanged == 0.0
-    assert result.per_action["tag_retained"] == 0
+    image_module = sum(1 for t in truths for c in t.checks if c.action == "tag_retained" and c.path.startswith("0028"))
+    assert result.per_action["tag_retained"] == image_module < result.totals["tag_retained"]  # only what _blank spares
 
 
 def _paint_items(share: float) -> object:
