@@ -34,7 +34,7 @@ from pydicom.uid import (
 
 from tests.heldout import burn
 from tests.heldout.vocab import (
-    FINDINGS, HISTORY, PARTICLE_WORDS, SERIES_NAMES, Institution, Person, Vocabulary, annotation, study_phrase,
+    FINDINGS, HISTORY, NOT_IDENTIFYING, SERIES_NAMES, Institution, Person, Vocabulary, annotation, study_phrase,
 )
 
 SEEDS = {"tune": (1, 2, 3, 4, 5), "report": (101, 102, 103, 104, 105)}
@@ -137,12 +137,15 @@ def fold(text: str) -> str:
     return "".join(c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c)).upper()
 
 
+_NOT_IDENTIFYING_FOLDED = frozenset(fold(w) for w in NOT_IDENTIFYING)
+
+
 def phi_tokens(value: str, kind: str) -> list[str]:
-    """What must not survive of one PHI value: its words (3+ letters, particles aside) and digit runs
+    """What must not survive of one PHI value: its words (3+ letters, NOT_IDENTIFYING aside) and digit runs
     (4+), besides the whole value. Dates are judged whole (a bare year is not the date)."""
     if kind == "date":
         return []
-    words = [w for w in re.findall(r"[^\W\d_]{3,}", fold(value)) if w.lower() not in PARTICLE_WORDS]
+    words = [w for w in re.findall(r"[^\W\d_]{3,}", fold(value)) if w not in _NOT_IDENTIFYING_FOLDED]
     return words + re.findall(r"\d{4,}", value)
 
 
@@ -186,10 +189,18 @@ def free_text(rng: random.Random, vocab: Vocabulary, patient: Patient, study: St
         removed = _inserted(text, clinical, kinds, ref, patient, inst, other_date, study)
         if limit is not None and len(text) > limit:
             continue
-        if any(contains_word(clinical, token) for value, kind in removed for token in [value, *phi_tokens(value, kind)]):
-            continue  # a PHI word that is also a clinical word cannot be scored both ways
+        if _collides(text, removed):
+            continue  # a PHI word that is also a clinical or template word cannot be scored both ways
         return FreeText(text, removed, [clinical])
     return FreeText(clinical, [], [clinical])
+
+
+def _collides(text: str, removed: list[tuple[str, str]]) -> bool:
+    """Whether a PHI token also occurs in what is left of `text` once every PHI value is cut out."""
+    rest = fold(text)
+    for value, _ in removed:
+        rest = rest.replace(fold(value), " ")
+    return any(contains_word(rest, token) for value, kind in removed for token in phi_tokens(value, kind))
 
 
 def _inserted(text: str, clinical: str, kinds: str, ref: Person, patient: Patient, inst: Institution,

@@ -19,8 +19,6 @@ LOCALES = ("en_US", "en_GB", "de_DE", "fr_FR", "nl_NL", "es_ES", "it_IT", "en_IE
 # Name particles and prefixes added on top of what Faker's locales produce.
 _PARTICLES = ("van der", "de la", "van den", "von", "di", "del", "ter", "da", "le")
 _APOSTROPHE_PREFIXES = ("O'", "D'")
-# Particles are not identifying on their own: a leftover "van der" is not scored as a leak.
-PARTICLE_WORDS = frozenset(w for p in _PARTICLES for w in p.split()) | {"dr", "mr", "mrs", "ms", "prof"}
 
 _HOSPITAL_KINDS = {
     "en_US": ("Memorial Hospital", "Medical Center", "Regional Health", "Community Hospital"),
@@ -34,6 +32,11 @@ _HOSPITAL_KINDS = {
     "pt_PT": ("Hospital Distrital", "Centro Hospitalar", "Clínica"),
 }
 _HOSPITAL_BEFORE_CITY = {"de_DE", "fr_FR", "es_ES", "it_IT", "pt_PT"}
+
+# Words that identify no one on their own: a leftover "van der" or "Klinikum" is not scored as a
+# leak (the whole value and its other words still are).
+NOT_IDENTIFYING = (frozenset(w for p in _PARTICLES for w in p.split()) | {"dr", "mr", "mrs", "ms", "prof", "st"}
+                   | frozenset(w.lower() for kinds in _HOSPITAL_KINDS.values() for kind in kinds for w in kind.split()))
 
 DATE_FORMATS = ("%d.%m.%Y", "%Y-%m-%d", "%d/%m/%Y", "%m/%d/%y", "%d %b %Y", "%d-%b-%Y", "%B %d, %Y",
                 "%Y%m%d", "%d.%m.%y", "%Y/%m/%d")
