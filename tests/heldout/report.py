@@ -14,7 +14,7 @@ from node.logging import configure_logging
 from tests.heldout.generate import SEEDS, generate_corpus
 from tests.heldout.score import Result, run_node, score
 
-STUDIES_PER_SEED = 4
+STUDIES_PER_SEED = 3
 
 
 def measure(seed: int, workdir: Path, *, studies: int = STUDIES_PER_SEED) -> Result:
