@@ -12,7 +12,7 @@ from pathlib import Path
 
 from node.logging import configure_logging
 from tests.heldout.generate import SEEDS, generate_corpus
-from tests.heldout.score import Result, run_node, score
+from tests.heldout.score import BARS, Result, run_node, score
 
 STUDIES_PER_SEED = 3
 
@@ -31,6 +31,7 @@ def table(group: str, seeds: tuple[int, ...], result: Result, seconds: float) ->
         f"  burned-in PHI hidden          {result.hidden:8.2%}  ({result.phi_images_hidden}/{result.phi_images} instances)",
         f"  clinical text kept            {result.kept:8.2%}  ({result.per_action['text_retained']}/{result.totals['text_retained']})",
         f"  images without PHI unchanged  {result.unchanged:8.2%}  ({result.clean_images_unchanged}/{result.clean_images})",
+        f"  bars of issue 14 missed: {'; '.join(BARS.shortfalls(result)) or 'none'}",
         "  per check:",
         *(f"    {a:18s} {result.per_action[a]:5d}/{t:<5d}" for a, t in sorted(result.totals.items())),
         "  failures by class:",
