@@ -117,12 +117,13 @@ def test_an_item_counts_as_hidden_only_when_99_percent_of_its_strokes_changed(
     assert result.hidden == 0.0  # the instance's other items are still there
 
 
-@pytest.mark.parametrize("style", [
-    burn.Style(burn.fonts()[0], 14, anti_aliased=True),
-    burn.Style(burn.fonts()[-1], 12, anti_aliased=False, outline=True),
-    burn.Style(burn.fonts()[0], 13, anti_aliased=True, vertical=True),
+@pytest.mark.parametrize(("font", "size", "flags"), [
+    (0, 14, {"anti_aliased": True}),
+    (-1, 12, {"anti_aliased": False, "outline": True}),
+    (0, 13, {"anti_aliased": True, "vertical": True}),
 ])
-def test_an_items_mask_is_exactly_the_pixels_its_strokes_changed(style: burn.Style) -> None:
+def test_an_items_mask_is_exactly_the_pixels_its_strokes_changed(font: int, size: int, flags: dict[str, bool]) -> None:
+    style = burn.Style(burn.fonts()[font], size, **flags)
     frame = np.full((160, 160), 100, dtype=np.uint16)
     canvas = burn.Canvas(frame)
     segments = [burn.Segment("Ref:", None), burn.Segment("Dr Quaresma-Ödegård", "referrer")]
