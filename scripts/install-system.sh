@@ -13,6 +13,9 @@ packages=(
   dicom3tools      # dciodvfy: IOD validation of de-identified output
   chromium         # headless browser for the web page's tests (tests/web)
   chromium-driver  # its WebDriver, /usr/bin/chromedriver
+  fonts-dejavu-core   # TrueType fonts the held-out probes burn text in with (tests/heldout)
+  fonts-liberation
+  fonts-freefont-ttf
 )
 
 missing=()
