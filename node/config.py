@@ -175,6 +175,14 @@ class PixelSettings(_Strict):
     timeout_seconds: float = Field(default=300.0, gt=0)
 
 
+class QuarantineSettings(_Strict):
+    """Quarantined originals are PHI kept only for an administrator to look into: after
+    `retention_days` the node deletes them (and their job), with an audit row."""
+
+    retention_days: float = Field(default=30.0, gt=0)
+    purge_interval_seconds: float = Field(default=3600.0, gt=0)
+
+
 class LogSettings(_Strict):
     level: str = "INFO"
     format: str = Field(default="json", pattern="^(json|console)$")
@@ -190,6 +198,7 @@ class Settings(_Strict):
     forward: ForwardSettings
     deid: DeidSettings
     pixels: PixelSettings = PixelSettings()
+    quarantine: QuarantineSettings = QuarantineSettings()
     logging: LogSettings = LogSettings()
     source: Path = Path("<defaults>")
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import pydicom
 
@@ -43,7 +44,7 @@ class Deidentifier:
         self.metadata = metadata
         self.pixels = pixels
 
-    def run_file(self, path: Path, mappings: Mappings) -> DeidOutcome:
+    def run_file(self, path: Path | BinaryIO, mappings: Mappings) -> DeidOutcome:
         try:
             ds = pydicom.dcmread(path)
         except Exception as exc:  # noqa: BLE001 - whatever a damaged file makes pydicom raise
