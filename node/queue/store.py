@@ -250,8 +250,8 @@ class JobStore:
         found: dict[str, JobState] = {}
         with self._sessions() as session:
             for start in range(0, len(spool_files), 500):
-                found.update(session.execute(select(Job.spool_file, Job.state).where(
-                    Job.node == self.node, Job.spool_file.in_(spool_files[start:start + 500]))).tuples())
+                found.update((name, state) for name, state in session.execute(select(Job.spool_file, Job.state).where(
+                    Job.node == self.node, Job.spool_file.in_(spool_files[start:start + 500]))))
         return found
 
     def expired_quarantine(self, older_than: timedelta, limit: int = 1000) -> list[Job]:
