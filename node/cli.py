@@ -181,10 +181,12 @@ def quarantine_purge(obj: NodeContext, job_ids: tuple[int, ...], yes: bool) -> N
 
 def _purge(node: Node, job_ids: tuple[int, ...]) -> int:
     chosen = [job for job in node.jobs.jobs_in([JobState.QUARANTINED]) if job.id in job_ids]
+    purged = 0
     for job in chosen:
-        node.spool.remove("quarantine", job.spool_file)
-        node.jobs.delete(job.id)
-    return len(chosen)
+        if node.jobs.purge(job.id, "by an administrator"):
+            node.spool.remove("quarantine", job.spool_file)
+            purged += 1
+    return purged
 
 
 @cli.command("export-mappings")

@@ -272,12 +272,6 @@ class JobStore:
             session.delete(job)
         return True
 
-    def delete(self, job_id: int) -> None:
-        with self._sessions.begin() as session:
-            job = session.get(Job, job_id)
-            if job is not None:
-                session.delete(job)
-
     def status(self) -> QueueStatus:
         waiting = [JobState.RECEIVED, JobState.PROCESSING, JobState.CLEAN, JobState.FORWARDING, JobState.FAILED]
         with self._sessions() as session:
