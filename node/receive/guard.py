@@ -167,6 +167,15 @@ class GuardedAssociationServer(ThreadedAssociationServer):
 
     guard: AssociationGuard
 
+    def get_request(self) -> tuple[socket.socket, Any]:
+        """Accept without the TLS handshake: pynetdicom's does it here, in the one thread that
+        accepts connections, so a peer that connects and sends nothing held every TLS caller out.
+        The handshake happens at the connection's first read, in its own thread, on its clock."""
+        client, address = self.socket.accept()  # type: ignore[union-attr]
+        if self.ssl_context:
+            client = self.ssl_context.wrap_socket(client, server_side=True, do_handshake_on_connect=False)
+        return client, address
+
     def verify_request(self, request: Any, client_address: Any) -> bool:
         return self.guard.connection_opened(request, str(client_address[0]))
 
