@@ -64,7 +64,8 @@ class AssociationGuard:
         self._watchdog = threading.Thread(target=self._watch, name="association-guard", daemon=True)
 
     def handlers(self) -> list[tuple[Any, Any]]:
-        return [(evt.EVT_REQUESTED, self.on_requested), (evt.EVT_ABORTED, self.on_aborted)]
+        return [(evt.EVT_REQUESTED, self.on_requested), (evt.EVT_REJECTED, self.on_rejected_by_library),
+                (evt.EVT_ABORTED, self.on_aborted)]
 
     def start(self) -> None:
         self._watchdog.start()
@@ -122,7 +123,7 @@ class AssociationGuard:
         reason, rejection = self._admit(assoc, calling, called, peer)
         if rejection is None:
             return
-        log.warning("association_refused", caller=calling, called=called, peer=peer, reason=reason)
+        self._log_association("association_refused", assoc, reason=reason)
         assoc.acse.send_reject(*rejection)
         assoc.is_rejected = True
         assoc.kill()
@@ -146,12 +147,21 @@ class AssociationGuard:
             self._admitted[assoc] = peer
         return "", None
 
+    def on_rejected_by_library(self, event: Event) -> None:
+        """EVT_REJECTED: pynetdicom refused what the guard admitted (its own limit on connection
+        threads, a user identity it could not check); the guard's own refusals are logged above."""
+        self._log_association("association_refused", event.assoc, reason="refused by the DICOM library")
+
     def on_aborted(self, event: Event) -> None:
         """EVT_ABORTED: either side aborted an association (network timeout, peer abort)."""
-        assoc = event.assoc
+        self._log_association("association_aborted", event.assoc)
+
+    @staticmethod
+    def _log_association(what: str, assoc: Association, **details: str) -> None:
         request = assoc.requestor.primitive
-        log.warning("association_aborted", caller=str(getattr(request, "calling_ae_title", "")).strip(),
-                    called=str(getattr(request, "called_ae_title", "")).strip(), peer=assoc.requestor.address)
+        log.warning(what, caller=str(getattr(request, "calling_ae_title", "")).strip(),
+                    called=str(getattr(request, "called_ae_title", "")).strip(), peer=assoc.requestor.address,
+                    **details)
 
 
 def _shut(sock: socket.socket) -> None:

@@ -137,7 +137,7 @@ def test_a_clean_copy_that_finds_the_disk_full_waits_and_resumes_when_space_retu
                             sop_instance_hash="f" * 64, size_bytes=path.stat().st_size)
     worker = node.deid_worker()
     ballast = _fill(tmpfs, leave=0)  # another writer takes the rest of the disk
-    for _ in range(4):  # more tries than workers.max_attempts (2): none counts
+    for _ in range(3):  # more tries than workers.max_attempts (2): none counts
         assert wait_until(worker.run_once, 5, 0.1)
         waiting = node.jobs.get(job)
         assert waiting is not None and waiting.state == JobState.RECEIVED and waiting.attempts == 0
