@@ -117,12 +117,12 @@ def test_a_full_spool_refuses_new_instances_and_delivers_every_acknowledged_one(
         try:
             acknowledged += _send_each(port, files[6:]).count(0x0000)
             assert acknowledged >= 5
-            assert wait_until(lambda: job_counts(config).get("forwarded") == acknowledged, 120)
+            jobs = Node(load_settings(config)).jobs
+            assert wait_until(lambda: jobs.status().by_state["forwarded"] == acknowledged, 120, 0.1)
             assert len(sink.received) == acknowledged
         finally:
             sink.stop()
-        counts = job_counts(config)
-        assert counts.get("quarantined", 0) == 0
+        assert jobs.status().by_state["quarantined"] == 0
         assert "spool full" in node.log()
 
 
@@ -176,9 +176,9 @@ def restarted(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, An
                                  if not p.read_bytes().startswith(MAGIC)]
             reasons = [job.last_error for job in Node(load_settings(config)).jobs.jobs_in([JobState.QUARANTINED])]
             storescu([lettered], port, called_ae="DEID_NODE")
-            wait_until(lambda: len(sink.received) >= 3, 60)
-            purged = wait_until(lambda: not any((spool.root / "quarantine").iterdir()), 60)
-            wait_until(lambda: "quarantine_purged" in node.log(), 10)
+            wait_until(lambda: len(sink.received) >= 3, 60, 0.1)
+            purged = wait_until(lambda: not any((spool.root / "quarantine").iterdir()), 60, 0.1)
+            wait_until(lambda: "quarantine_purged" in node.log(), 10, 0.1)
             counts = job_counts(config)
         with sqlite3.connect(config.parent / "node.db") as db:
             audit = [row[0] for row in db.execute("SELECT detail FROM audit_events WHERE event = 'purged'")]
