@@ -41,7 +41,10 @@ class LibraryValueFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if not isinstance(record.msg, str):  # a structlog event dict: ours
             return True
-        message = scrub(record.getMessage())
+        try:
+            message = scrub(record.getMessage())
+        except Exception:  # noqa: BLE001 - a library's malformed log call must not raise at its call site
+            message = f"{REDACTED} (unformattable message)"
         if record.exc_info and record.exc_info[0] is not None:
             message += f" ({record.exc_info[0].__name__})"
             record.exc_info = None
