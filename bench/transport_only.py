@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import BinaryIO
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -25,9 +26,11 @@ from node.deid import pipeline  # noqa: E402
 from node.deid.pseudonyms import Mappings  # noqa: E402
 
 
-def _copy(_deidentifier: pipeline.Deidentifier, path: Path, _mappings: Mappings) -> pipeline.DeidOutcome:
-    """The received file as the "clean" one: no parse, no rules, no mapping rows."""
-    return pipeline.DeidOutcome([Path(path).read_bytes()], new_sop_instance_uid="", new_study_instance_uid=None,
+def _copy(_deidentifier: pipeline.Deidentifier, original: Path | BinaryIO, _mappings: Mappings) -> pipeline.DeidOutcome:
+    """The received file (opened from its sealed spool copy) as the "clean" one: no parse, no
+    rules, no mapping rows."""
+    data = Path(original).read_bytes() if isinstance(original, Path) else original.read()
+    return pipeline.DeidOutcome([data], new_sop_instance_uid="", new_study_instance_uid=None,
                                 patient_pseudonym="TRANSPORT-ONLY", metadata=None, pixels=None)  # type: ignore[arg-type]
 
 

@@ -20,12 +20,14 @@ def release(node: Node, job_ids: Collection[int] | None) -> int:
 
 
 def purge(node: Node, job_ids: Collection[int]) -> int:
-    """Delete quarantined instances for good: the spool copy and the job row."""
+    """Delete quarantined instances for good: the spool copy and the job row, with an audit row."""
     chosen = [job for job in node.jobs.jobs_in([JobState.QUARANTINED]) if job.id in job_ids]
+    purged = 0
     for job in chosen:
-        node.spool.remove("quarantine", job.spool_file)
-        node.jobs.delete(job.id)
-    return len(chosen)
+        if node.jobs.purge(job.id, "by an administrator"):
+            node.spool.remove("quarantine", job.spool_file)
+            purged += 1
+    return purged
 
 
 def retry_failed(node: Node, job_ids: Collection[int] | None) -> int:

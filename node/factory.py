@@ -13,6 +13,7 @@ from node.deid.pseudonyms import KeyedDerivation
 from node.persist.db import make_engine, make_session_factory, upgrade
 from node.persist.mappings import MappingStore, OriginalCipher
 from node.queue.store import JobStore
+from node.receive.sealing import Sealer
 from node.receive.spool import Spool
 
 
@@ -42,7 +43,7 @@ class Node:
 
     @cached_property
     def spool(self) -> Spool:
-        return Spool(self.settings.spool_dir, self.settings.receive.min_free_bytes)
+        return Spool(self.settings.spool_dir, Sealer(self.settings.secret()), self.settings.receive.min_free_bytes)
 
     @cached_property
     def jobs(self) -> JobStore:

@@ -9,6 +9,7 @@ import multiprocessing
 import os
 import signal
 import threading
+import time
 from multiprocessing.process import BaseProcess
 from pathlib import Path
 
@@ -17,6 +18,7 @@ import structlog
 from node.config import load_settings
 from node.factory import Node
 from node.logging import configure_logging
+from node.receive.sweep import purge_expired_quarantine, sweep_spool
 
 log = structlog.get_logger(__name__)
 
@@ -112,6 +114,25 @@ class Supervisor:
                 process.kill()
 
 
+class QuarantineRetention:
+    """Deletes quarantined originals past `quarantine.retention_days`, every purge interval."""
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self.settings = node.settings.quarantine
+        self.due = 0.0
+
+    def purge_when_due(self) -> None:
+        now = time.monotonic()
+        if now < self.due:
+            return
+        self.due = now + self.settings.purge_interval_seconds
+        try:
+            purge_expired_quarantine(self.node.spool, self.node.jobs, self.settings.retention_days)
+        except Exception as exc:  # noqa: BLE001 - database away: purge at the next interval
+            log.error("quarantine_purge_failed", error=type(exc).__name__)
+
+
 def run(node: Node, *, with_scp: bool, deid_workers: int) -> None:
     """Run until SIGTERM/SIGINT."""
     node.upgrade_database()
@@ -122,15 +143,20 @@ def run(node: Node, *, with_scp: bool, deid_workers: int) -> None:
     node.deidentifier()  # fail fast here on a malformed profile or pixel policy, not in every child
     stop = _stop_on_signals()
     server = None
-    if with_scp:
+    retention = None
+    if with_scp:  # the node that receives owns its spool: only it sweeps and purges it
         from node.receive.scp import start_scp
 
+        sweep_spool(node.spool, node.jobs, node.derivation)
+        retention = QuarantineRetention(node)
         server = start_scp(node.settings.receive, node.store_handler())
     supervisor = Supervisor(node.settings.source, deid_workers, web=with_scp and node.settings.web.enabled)
     try:
         while not stop.is_set():
             supervisor.reconcile()
             node.jobs.release_dead_owners()
+            if retention is not None:
+                retention.purge_when_due()
             stop.wait(1.0)
     finally:
         log.info("shutting_down")

@@ -216,7 +216,7 @@ def test_the_installed_entry_point_runs_a_command(config: Path, seen: list[Seen]
 def _quarantined_job(node: Node) -> int:
     """A job whose spool file is no DICOM at all: the real worker quarantines it."""
     name = node.spool.new_name()
-    node.spool.write("incoming", name, b"not a DICOM file at all" * 8)
+    node.spool.accept(name, b"not a DICOM file at all" * 8)
     job = node.jobs.enqueue(spool_file=name, calling_ae="MODALITY", sop_class_uid="1.2.840.10008.5.1.4.1.1.7",
                             sop_instance_hash="0" * 64, size_bytes=192)
     assert node.deid_worker().run_once()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import pydicom
 
@@ -43,7 +44,7 @@ class Deidentifier:
         self.metadata = metadata
         self.pixels = pixels
 
-    def run_file(self, path: Path, mappings: Mappings) -> DeidOutcome:
+    def run_file(self, path: Path | BinaryIO, mappings: Mappings) -> DeidOutcome:
         return self.run(read_instance(path), mappings)
 
     def run(self, ds: pydicom.Dataset, mappings: Mappings) -> DeidOutcome:
@@ -69,7 +70,7 @@ class Deidentifier:
         return DeidOutcome(pieces, str(ds.SOPInstanceUID), study, report.patient.patient_id, report, pixel_outcome)
 
 
-def read_instance(path: Path) -> pydicom.Dataset:
+def read_instance(path: Path | BinaryIO) -> pydicom.Dataset:
     """A received file as a dataset; DeidentificationError (PHI-free) when it is not DICOM."""
     try:
         return pydicom.dcmread(path)

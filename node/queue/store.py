@@ -197,6 +197,13 @@ class JobStore:
                             lease_owner=None, lease_until=None, last_error=error,
                             next_attempt_at=utcnow() + timedelta(seconds=delay_seconds), **extra)
 
+    def wait_for_space(self, job_id: int, owner: str, *, delay_seconds: float) -> bool:
+        """Put a job back that found the spool disk full: due again after `delay_seconds`, its
+        claim not counted as an attempt (a full disk says nothing about the instance)."""
+        return self._settle(job_id, owner, "waiting_for_space", "spool disk full", state=JobState.RECEIVED,
+                            lease_owner=None, lease_until=None, last_error="spool disk full",
+                            attempts=Job.attempts - 1, next_attempt_at=utcnow() + timedelta(seconds=delay_seconds))
+
     def mark_forwarded(self, job_ids: Sequence[int], owner: str, destination: str) -> set[int]:
         """Settle the jobs of a batch the destination took, in one transaction: one commit (one
         fsync) per batch instead of one per instance. Returns the jobs `owner` still held."""
@@ -238,11 +245,32 @@ class JobStore:
             return list(session.scalars(select(Job).where(Job.node == self.node, Job.state.in_(states))
                                         .order_by(Job.id).limit(limit)))
 
-    def delete(self, job_id: int) -> None:
+    def states_of(self, spool_files: Sequence[str]) -> dict[str, JobState]:
+        """The state of each job among `spool_files` that has one (the spool sweep's question)."""
+        found: dict[str, JobState] = {}
+        with self._sessions() as session:
+            for start in range(0, len(spool_files), 500):
+                found.update((name, state) for name, state in session.execute(select(Job.spool_file, Job.state).where(
+                    Job.node == self.node, Job.spool_file.in_(spool_files[start:start + 500]))))
+        return found
+
+    def expired_quarantine(self, older_than: timedelta, limit: int = 1000) -> list[Job]:
+        """Quarantined jobs set aside longer than `older_than` ago."""
+        with self._sessions() as session:
+            return list(session.scalars(select(Job).where(
+                Job.node == self.node, Job.state == JobState.QUARANTINED, Job.updated_at < utcnow() - older_than)
+                .order_by(Job.id).limit(limit)))
+
+    def purge(self, job_id: int, reason: str) -> bool:
+        """Delete a quarantined job for good, leaving an audit row that says why (no PHI)."""
         with self._sessions.begin() as session:
             job = session.get(Job, job_id)
-            if job is not None:
-                session.delete(job)
+            if job is None or job.state != JobState.QUARANTINED:
+                return False
+            session.add(AuditEvent(job_id=None, event="purged",
+                                   detail=f"job={job_id} sop={job.sop_instance_hash[:16]} {reason}"))
+            session.delete(job)
+        return True
 
     def status(self) -> QueueStatus:
         waiting = [JobState.RECEIVED, JobState.PROCESSING, JobState.CLEAN, JobState.FORWARDING, JobState.FAILED]

@@ -7,6 +7,7 @@ again when the lease runs out or when the supervisor sees the worker's pid is go
 
 from __future__ import annotations
 
+import errno
 import threading
 import time
 from collections.abc import Iterator
@@ -20,9 +21,13 @@ from node.persist.mappings import MappingStore, RecordingMappings
 from node.persist.models import JobState
 from node.processes import poll
 from node.queue.store import ClaimedJob, JobStore, worker_identity
+from node.receive.sealing import SealBroken
 from node.receive.spool import Spool
 
 log = structlog.get_logger(__name__)
+
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+SPACE_WAIT_MAX_SECONDS = 10.0
 
 
 class DeidWorker:
@@ -36,6 +41,7 @@ class DeidWorker:
         self.poll_seconds = poll_seconds
         self.max_attempts = max_attempts
         self.owner = worker_identity()
+        self._space_waits = 0  # consecutive clean writes that found the disk full
 
     def run(self, stop: threading.Event) -> None:
         log.info("worker_started", owner=self.owner)
@@ -58,8 +64,8 @@ class DeidWorker:
         mappings = RecordingMappings(self.mappings)
         try:
             with self._lease_kept(job):
-                outcome = self.deidentifier.run_file(self.spool.path("incoming", job.spool_file), mappings)
-        except DeidentificationError as exc:
+                outcome = self.deidentifier.run_file(self.spool.open_original(job.spool_file), mappings)
+        except (DeidentificationError, SealBroken) as exc:
             self._quarantine(job, str(exc))
             return
         except MappingsUnavailable as exc:
@@ -70,9 +76,16 @@ class DeidWorker:
             mappings.commit(study_uid=outcome.new_study_instance_uid)
             committed = time.perf_counter()
             self.spool.write("clean", job.spool_file, *outcome.pieces)
+        except OSError as exc:
+            if exc.errno in _NO_SPACE:
+                self._wait_for_space(job)
+            else:
+                self._retry(job, f"{type(exc).__name__} while storing the clean instance")
+            return
         except Exception as exc:  # noqa: BLE001
             self._retry(job, f"{type(exc).__name__} while storing the clean instance")
             return
+        self._space_waits = 0
         pixels = outcome.pixels.reason if outcome.pixels else "off"
         detail = outcome.pixels.audit_detail() if outcome.pixels else "pixels=off"
         self.jobs.mark_clean(job.id, self.owner, new_sop_instance_uid=outcome.new_sop_instance_uid,
@@ -107,6 +120,15 @@ class DeidWorker:
         if self.jobs.quarantine(job.id, self.owner, reason):
             self.spool.quarantine(job.spool_file)
             log.warning("quarantined", job=job.id, reason=reason)
+
+    def _wait_for_space(self, job: ClaimedJob) -> None:
+        """The disk is full under an instance already acknowledged: never its fault, so it waits
+        (backoff up to SPACE_WAIT_MAX_SECONDS, its attempt not counted) until the forwarder or an
+        administrator frees space, and resumes on its own."""
+        delay = min(SPACE_WAIT_MAX_SECONDS, 0.5 * 2.0 ** self._space_waits)
+        self._space_waits += 1
+        self.jobs.wait_for_space(job.id, self.owner, delay_seconds=delay)
+        log.warning("deid_waiting_for_space", job=job.id, delay=delay)
 
     def _retry(self, job: ClaimedJob, reason: str) -> None:
         if job.attempts >= self.max_attempts:

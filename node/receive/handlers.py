@@ -66,7 +66,7 @@ class StoreHandler:
             # The file is the head, then the dataset as received: written from pynetdicom's buffer
             # (Event.encoded_dataset would copy it twice, two more instances' worth of memory).
             with request.DataSet.getbuffer() as body:
-                self.spool.write("incoming", name, head, body)
+                self.spool.accept(name, head, body)
         except SpoolFull:
             log.error("store_refused", reason="spool full", bytes=size)
             return status(OUT_OF_RESOURCES, "node spool is full")

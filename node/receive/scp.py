@@ -12,7 +12,6 @@ from typing import Any
 import structlog
 from pydicom.uid import UID
 from pynetdicom import ALL_TRANSFER_SYNTAXES, AE, AllStoragePresentationContexts, evt, register_uid
-from pynetdicom.events import Event
 from pynetdicom.presentation import PresentationContext
 from pynetdicom.service_class import StorageServiceClass
 from pynetdicom.sop_class import Verification
@@ -20,6 +19,7 @@ from pynetdicom.transport import ThreadedAssociationServer
 
 from node.config import ConfigError, ReceiveSettings, read_yaml_mapping
 from node.network import no_delay_on_open, server_tls_context
+from node.receive.guard import AssociationGuard, start_guarded_server
 from node.receive.handlers import StoreHandler, handlers
 
 log = structlog.get_logger(__name__)
@@ -32,10 +32,14 @@ def build_ae(settings: ReceiveSettings) -> AE:
     for uid in extra_storage_classes(settings.storage_classes):
         ae.add_supported_context(uid, ALL_TRANSFER_SYNTAXES)
     ae.add_supported_context(Verification)
-    ae.require_calling_aet = [caller.ae_title for caller in settings.allowed_callers]
-    ae.maximum_associations = settings.max_associations
+    # Calling and called AE titles and association limits are checked by receive/guard.py, which
+    # logs each refusal; pynetdicom's own limit counts connections that never associated, so it is
+    # set above anything the guard lets through.
+    ae.maximum_associations = settings.max_associations + settings.max_pending_connections
     ae.maximum_pdu_size = settings.max_pdu
     ae.network_timeout = settings.network_timeout
+    ae.acse_timeout = settings.associate_timeout
+    ae.dimse_timeout = settings.dimse_timeout
     return ae
 
 
@@ -87,33 +91,14 @@ def accepted_contexts(ae: AE) -> list[PresentationContext]:
     return contexts
 
 
-def _source_check(settings: ReceiveSettings):  # type: ignore[no-untyped-def]
-    """EVT_REQUESTED: drop associations from an allowed AE title at an address it is not bound to."""
-    bound = {c.ae_title: set(c.hosts) for c in settings.allowed_callers if c.hosts}
-
-    def check(event: Event) -> None:
-        requestor = event.assoc.requestor
-        calling = requestor.primitive.calling_ae_title.strip()  # requestor.ae_title is set only later
-        hosts = bound.get(calling)
-        if hosts is not None and requestor.address not in hosts:
-            log.warning("association_rejected", caller=calling, reason="source address not allowed")
-            # Rejected permanent, by the service user, reason: calling AE title not recognised
-            event.assoc.acse.send_reject(0x01, 0x01, 0x03)
-            event.assoc.is_rejected = True
-            event.assoc.kill()
-
-    return check
-
-
 def start_scp(settings: ReceiveSettings, store: StoreHandler) -> ThreadedAssociationServer:
     """Start listening in the background; the caller owns shutdown()."""
     ae = build_ae(settings)
-    event_handlers = [*handlers(store), (evt.EVT_CONN_OPEN, no_delay_on_open)]
-    if any(c.hosts for c in settings.allowed_callers):
-        event_handlers.append((evt.EVT_REQUESTED, _source_check(settings)))
+    guard = AssociationGuard(settings)
+    event_handlers = [*handlers(store), (evt.EVT_CONN_OPEN, no_delay_on_open), *guard.handlers()]
     tls = server_tls_context(settings.tls) if settings.tls is not None else None
-    server = ae.start_server((settings.bind, settings.port), block=False, evt_handlers=event_handlers,
-                             ssl_context=tls, contexts=accepted_contexts(ae))
+    server = start_guarded_server(ae, (settings.bind, settings.port), guard, evt_handlers=event_handlers,
+                                  ssl_context=tls, contexts=accepted_contexts(ae))
     log.info("scp_listening", ae_title=settings.ae_title, bind=settings.bind, port=settings.port,
              tls=tls is not None)
     return server

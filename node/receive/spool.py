@@ -2,7 +2,9 @@
 
 A file is written under tmp/, fsynced, then renamed into place and the directory fsynced, so
 after any crash a file in incoming/ or clean/ is whole; tmp/ holds only partial writes that
-were never acknowledged and is emptied at start.
+were never acknowledged and is emptied at start. Originals (incoming/, and quarantine/ where
+they are moved) are sealed with a key derived from the node secret (receive/sealing.py); the
+de-identified copies in clean/ are plain.
 """
 
 from __future__ import annotations
@@ -10,9 +12,12 @@ from __future__ import annotations
 import os
 import shutil
 import uuid
+from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 from node.processes import pid_alive
+from node.receive.sealing import Sealer
 
 
 class SpoolFull(Exception):
@@ -21,9 +26,14 @@ class SpoolFull(Exception):
 
 class Spool:
     AREAS = ("incoming", "clean", "quarantine", "tmp")
+    # Disk an accepted instance may need over its life, in multiples of its size: the original,
+    # its clean copy (written beside it before the original goes) and that copy's growth when a
+    # pixel edit decompresses it. Reserved when it is received: afterwards it is never refused.
+    LIFETIME_FACTOR = 3
 
-    def __init__(self, root: Path, min_free_bytes: int = 0) -> None:
+    def __init__(self, root: Path, sealer: Sealer, min_free_bytes: int = 0) -> None:
         self.root = root
+        self.sealer = sealer
         self.min_free_bytes = min_free_bytes
         for area in self.AREAS:
             (root / area).mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -35,25 +45,49 @@ class Spool:
         return f"{uuid.uuid4().hex}.dcm"
 
     def ensure_room(self, size: int) -> None:
+        """Refuse an instance of `size` bytes unless its whole life fits above the reserve."""
         free = shutil.disk_usage(self.root).free
-        if free - size < self.min_free_bytes:
-            raise SpoolFull(f"spool has {free} bytes free, needs {size} + reserve {self.min_free_bytes}")
+        needed = self.LIFETIME_FACTOR * size
+        if free - needed < self.min_free_bytes:
+            raise SpoolFull(f"spool has {free} bytes free, needs {needed} + reserve {self.min_free_bytes}")
+
+    def accept(self, name: str, *parts: bytes | memoryview) -> Path:
+        """Keep a received original: room reserved for its whole life, sealed as it is written
+        (from the parts one after the other: a file head and a received body are never joined in
+        memory, for a large instance that join was a copy of all of it)."""
+        self.ensure_room(sum(len(part) for part in parts))
+        return self._write_durably("incoming", name, lambda fd: self.sealer.seal(fd, parts))
+
+    def open_original(self, name: str, area: str = "incoming") -> BinaryIO:
+        """A received (or quarantined) original, decrypted into memory (SealBroken if it cannot be)."""
+        return self.sealer.open(self.path(area, name))
+
+    def reseal(self, area: str, name: str) -> Path:
+        """Seal an original written in plain (by a node from before sealing), in place."""
+        plain = self.path(area, name).read_bytes()
+        return self._write_durably(area, name, lambda fd: self.sealer.seal(fd, [plain]))
 
     def write(self, area: str, name: str, *parts: bytes | memoryview) -> Path:
-        """Write durably: tmp file, fsync, atomic rename, fsync of the directory. The file is the
-        parts one after the other (a file head and a received body need not be joined in memory
-        first: for a large instance that join was a copy of all of it)."""
-        self.ensure_room(sum(len(part) for part in parts))
+        """Write a de-identified file durably. Its room was reserved when its original was
+        accepted; a disk that is full all the same raises OSError (ENOSPC), for the caller to
+        wait on."""
+
+        def plain(fd: int) -> None:
+            for part in parts:
+                view = memoryview(part)
+                while view:
+                    view = view[os.write(fd, view):]
+
+        return self._write_durably(area, name, plain)
+
+    def _write_durably(self, area: str, name: str, fill: Callable[[int], object]) -> Path:
+        """tmp file, fsync, atomic rename, fsync of the directory."""
         final = self.path(area, name)
         partial = self.path("tmp", f"{name}.{os.getpid()}.part")
         try:
             fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             try:
-                for part in parts:
-                    view = memoryview(part)
-                    while view:
-                        written = os.write(fd, view)
-                        view = view[written:]
+                fill(fd)
                 os.fsync(fd)
             finally:
                 os.close(fd)
@@ -89,6 +123,9 @@ class Spool:
             leftover.unlink(missing_ok=True)
             count += 1
         return count
+
+    def names(self, area: str) -> list[str]:
+        return sorted(entry.name for entry in (self.root / area).iterdir())
 
     def count(self, area: str) -> int:
         return sum(1 for _ in (self.root / area).iterdir())

@@ -25,6 +25,7 @@ from starlette.templating import Jinja2Templates
 
 from node import admin
 from node.deid.pipeline import DeidentificationError, Deidentifier, read_instance
+from node.receive.sealing import SealBroken
 from node.factory import Node
 from node.metrics import DEFAULT_ROUTE, NodeMetrics
 from node.persist.models import JobState
@@ -112,10 +113,9 @@ class Window:
         job = self.node.jobs.get(int(request.path_params["job_id"]))
         if job is None or job.state != JobState.QUARANTINED or job.node != self.node.settings.node_name:
             return self.page(request, "missing.html", status_code=404)
-        path = self.node.spool.path("quarantine", job.spool_file)
         try:
-            run = self.dry_run(read_instance(path))
-        except DeidentificationError as exc:
+            run = self.dry_run(read_instance(self.node.spool.open_original(job.spool_file, area="quarantine")))
+        except (DeidentificationError, SealBroken) as exc:
             run = DryRun(error=str(exc))
         return self.page(request, "review.html", job=job, run=run)
 

@@ -17,6 +17,7 @@ from node.forward.dimse import DimseSender
 from node.persist.db import make_engine, make_session_factory, upgrade
 from node.persist.models import JobState
 from node.queue.store import JobStore
+from node.receive.sealing import Sealer
 from node.receive.spool import Spool
 from tests.nodeproc import wait_until
 from tests.servers import free_port
@@ -34,7 +35,7 @@ def jobs(tmp_path: Path) -> JobStore:
 
 @pytest.fixture
 def spool(tmp_path: Path) -> Spool:
-    return Spool(tmp_path / "spool")
+    return Spool(tmp_path / "spool", Sealer(b"test-secret-not-for-production"))
 
 
 @pytest.fixture

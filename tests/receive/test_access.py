@@ -3,6 +3,7 @@ client certificates when configured, within the association limit."""
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import pydicom
@@ -60,6 +61,8 @@ def test_tls_caller_with_a_certificate_from_the_ca_is_accepted_others_are_not(no
             return (client_tls_context(tls), "localhost")
 
         assert _echo(port, tls_args=client_context(client))  # a real handshake on loopback
+        with socket.create_connection(("127.0.0.1", port)):  # connected, never says hello:
+            assert _echo(port, tls_args=client_context(client))  # others still get in
         assert not _echo(port, tls_args=client_context(None))  # no client certificate
         assert not _echo(port, tls_args=client_context(rogue))  # certificate from another CA
         assert not _echo(port)  # plain TCP to a TLS port

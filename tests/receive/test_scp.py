@@ -48,7 +48,7 @@ def test_success_means_the_instance_is_spooled_and_queued(node: Node) -> None:
     result = _send(node, CT)
     assert result.Status == 0x0000
     [job] = node.jobs.jobs_in([JobState.RECEIVED])
-    spooled = pydicom.dcmread(node.spool.path("incoming", job.spool_file))
+    spooled = pydicom.dcmread(node.spool.open_original(job.spool_file))
     original = pydicom.dcmread(CT)
     assert spooled.SOPInstanceUID == original.SOPInstanceUID
     assert spooled.PixelData == original.PixelData
