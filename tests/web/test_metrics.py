@@ -52,7 +52,7 @@ def test_counts_each_event_once_late_commits_included_purged_kept(node_config) -
     _through(node, 2)
     _event(node, 50, "received")  # a transaction that took its id early and commits after id 100 was read
     node.jobs.quarantine(first[0], None, "test reason")
-    node.jobs.delete(first[0])  # purged: its events lose their job, and still count
+    assert node.jobs.purge(first[0], "test")  # purged: its events lose their job, and still count
     values = _values(reader)
     assert values[received] == 3 + 2 + 1 and values[forwarded] == 5
     assert values[("deid_node_instances_quarantined_total", frozenset({"route": "default"}.items()))] == 1
