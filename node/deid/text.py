@@ -9,10 +9,11 @@ Three sources of identifiers, each giving spans of the text:
 Name and place patterns and the model mistake clinical text for identifiers, so their spans (the
 kinds `vocabulary_applies_to` names; dates, numbers and contact details are exact) pass through the
 clinical vocabulary (config/clinical-vocabulary.yaml): a span made only of clinical words is kept,
-and clinical words at either end of a pattern's or an organisation's span stay ("MR BRAIN W WO
-CONTRAST" keeps every word; "CT HEAD Dr Jane Roe" keeps "CT HEAD Dr"). A person the model finds
-goes whole unless every word of it is clinical: a surname may be a clinical word too. Header
-values go wherever they are, clinical or not. Only the spans are removed, the rest stays.
+and clinical words at either end of a span stay ("MR BRAIN W WO CONTRAST" keeps every word;
+"CT HEAD Dr Jane Roe FOLLOW UP" keeps "CT HEAD Dr FOLLOW UP": the model's people often run into
+the capitals next to them). The cost: a person whose surname is itself a listed clinical word
+keeps it, unless it is in the header. Header values go wherever they are, clinical or not. Only
+the spans are removed, the rest stays.
 """
 
 from __future__ import annotations
@@ -35,8 +36,8 @@ _EMPTY_BRACKETS = regex.compile(r"\(\s*\)|\[\s*\]|\{\s*\}|<\s*>")
 _TIDY_ENDS = " ,;:-^/"
 _WORD = regex.compile(r"[^\s^_]+")
 HEADER_KIND = "HEADER"
-# Kinds of span removed whole: the model's people (a surname may be a clinical word).
-_WHOLE_KINDS = frozenset({"PERSON", HEADER_KIND})
+# Header values are removed whole, wherever they are: a patient may be called Head or Hand.
+_WHOLE_KINDS = frozenset({HEADER_KIND})
 
 
 class LastLookSettings(BaseModel):
@@ -174,8 +175,8 @@ def _words(text: str, span: Span) -> Iterator[tuple[int, int, str]]:
 def keep_clinical_words(text: str, span: Span, vocabulary: ClinicalVocabulary) -> Span | None:
     """The span without the clinical words at its ends; None when nothing but clinical words is left.
 
-    A connector next to what is removed goes with it ("at <a hospital>"). A person the model finds
-    is kept or removed whole (see the module docstring)."""
+    A connector next to what is removed goes with it ("at <a hospital>"). Header values are
+    removed whole (see the module docstring)."""
     words = [w for w in _words(text, span) if words_of(w[2])]
     if not words:
         return span if span.end > span.start else None
