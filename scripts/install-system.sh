@@ -10,6 +10,9 @@ packages=(
   tesseract-ocr-eng
   postgresql       # the shared mapping store for several nodes
   dicom3tools      # dciodvfy: IOD validation of de-identified output
+  fonts-dejavu-core   # TrueType fonts the held-out probes burn text in with (tests/heldout)
+  fonts-liberation
+  fonts-freefont-ttf
 )
 
 missing=()
