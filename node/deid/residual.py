@@ -25,7 +25,7 @@ from pydicom.tag import Tag
 from node.deid.entities import Span
 from node.deid.metadata import vr_of
 from node.deid.phi import DATE_KEYWORDS, ID_KEYWORDS, NAME_KEYWORDS, PLACE_KEYWORDS, HeaderPhi
-from node.deid.text import TextPolicy, header_term_matcher, keep_clinical_words
+from node.deid.text import TextPolicy, header_term_matcher
 from node.deid.vocabulary import words_of
 
 _TEXT_VRS = frozenset({"LO", "LT", "SH", "ST", "UT", "UC"})
@@ -99,9 +99,8 @@ class LastLook:
                 s for s in self._finder.find(text)
                 if s.kind in self._kinds and len(words_of(text[s.start : s.end])) >= self._min_words
             )
-        applies, vocabulary = self._policy.vocabulary_applies_to, self._policy.vocabulary
         for span in spans:
-            if span.kind not in applies or keep_clinical_words(text, span, vocabulary) is not None:
+            if self._policy.vetted(text, span) is not None:
                 return span.kind
         return None
 

@@ -33,7 +33,9 @@ from node.deid.vocabulary import ClinicalVocabulary, load_vocabulary, read_polic
 
 _SPACES = regex.compile(r"\s{2,}")
 _EMPTY_BRACKETS = regex.compile(r"\(\s*\)|\[\s*\]|\{\s*\}|<\s*>")
-_TIDY_ENDS = " ,;:-^/"
+# Separators left alone at either end once what they separated is gone ("CT HEAD - ", " / GP");
+# punctuation that is part of a word stays ("C-", "W/").
+_DANGLING = regex.compile(r"^(?:[,;:\-^/]+\s*)+|(?:(?:(?<=\s)|^)[\-^/]+|[,;:]+)(?:\s*(?:[,;:]+|(?<=\s)[\-^/]+))*\s*$")
 _WORD = regex.compile(r"[^\s^_]+")
 HEADER_KIND = "HEADER"
 # Header values are removed whole, wherever they are: a patient may be called Head or Hand.
@@ -66,6 +68,7 @@ class _FreeTextFile(BaseModel):
     replacement: str = ""
     clinical_vocabulary: str | None = None
     vocabulary_applies_to: tuple[str, ...] = ()
+    title_case_names: tuple[str, ...] = ()
     named_entities: EntitySettings | None = None
     patterns: dict[str, str] = Field(default_factory=dict)
     last_look: LastLookSettings = LastLookSettings()
@@ -86,9 +89,10 @@ class _FreeTextFile(BaseModel):
         if unknown:
             raise ValueError(f"last_look.patterns: unknown pattern names {sorted(unknown)}")
         known = set(self.patterns) | set(self.named_entities.kinds if self.named_entities else ())
-        unknown = set(self.vocabulary_applies_to) - known
-        if unknown:
-            raise ValueError(f"vocabulary_applies_to: neither a pattern nor an entity kind {sorted(unknown)}")
+        for name in ("vocabulary_applies_to", "title_case_names"):
+            unknown = set(getattr(self, name)) - known
+            if unknown:
+                raise ValueError(f"{name}: neither a pattern nor an entity kind {sorted(unknown)}")
         if self.named_entities is not None:
             missing = set(self.last_look.entities) - set(self.named_entities.kinds)
             if missing:
@@ -104,6 +108,7 @@ class TextPolicy:
     replacement: str = ""
     vocabulary: ClinicalVocabulary = field(default_factory=ClinicalVocabulary.empty)
     vocabulary_applies_to: frozenset[str] = frozenset()
+    title_case_names: frozenset[str] = frozenset()
     entities: EntitySettings | None = None
     last_look: LastLookSettings = LastLookSettings()
 
@@ -118,7 +123,16 @@ class TextPolicy:
                 raise ConfigError(f"{path}: clinical_vocabulary: file not found: {vocabulary_path}")
             vocabulary = load_vocabulary(vocabulary_path)
         compiled = tuple((name, regex.compile(expression)) for name, expression in raw.patterns.items())
-        return cls(compiled, raw.replacement, vocabulary, frozenset(raw.vocabulary_applies_to), raw.named_entities, raw.last_look)
+        return cls(
+            compiled, raw.replacement, vocabulary, frozenset(raw.vocabulary_applies_to),
+            frozenset(raw.title_case_names), raw.named_entities, raw.last_look,
+        )
+
+    def vetted(self, text: str, span: Span) -> Span | None:
+        """The span as the clinical vocabulary leaves it, for the kinds it applies to (see keep_clinical_words)."""
+        if span.kind not in self.vocabulary_applies_to:
+            return span
+        return keep_clinical_words(text, span, self.vocabulary, title_case_is_name=span.kind in self.title_case_names)
 
     @property
     def finder(self) -> EntityFinder | None:
@@ -152,12 +166,10 @@ class TextCleaner:
         found = [Span(m.start(), m.end(), HEADER_KIND) for m in self._terms.finditer(text)] if self._terms else []
         candidates = [Span(m.start(), m.end(), name) for name, pattern in self._policy.patterns for m in pattern.finditer(text)]
         if self._finder is not None and not self._policy.vocabulary.is_clinical(text):
-            candidates.extend(self._finder.find(text))
-        applies = self._policy.vocabulary_applies_to
-        for candidate in candidates:
-            span = keep_clinical_words(text, candidate, self._policy.vocabulary) if candidate.kind in applies else candidate
-            if span is not None:
-                found.append(span)
+            # Where the model's span covers a header value, the header span already removes the
+            # value and the model's extent is the less reliable one ("<NAME> POST OP CHECK").
+            candidates.extend(s for s in self._finder.find(text) if not any(_overlap(s, h) for h in found))
+        found.extend(s for s in (self._policy.vetted(text, c) for c in candidates) if s is not None)
         return found
 
     def clean(self, text: str) -> str:
@@ -167,24 +179,35 @@ class TextCleaner:
         return remove_spans(text, spans, self._policy.replacement)
 
 
+def _overlap(a: Span, b: Span) -> bool:
+    return a.start < b.end and b.start < a.end
+
+
 def _words(text: str, span: Span) -> Iterator[tuple[int, int, str]]:
     for match in _WORD.finditer(text, span.start, span.end):
         yield match.start(), match.end(), match.group()
 
 
-def keep_clinical_words(text: str, span: Span, vocabulary: ClinicalVocabulary) -> Span | None:
+def keep_clinical_words(
+    text: str, span: Span, vocabulary: ClinicalVocabulary, *, title_case_is_name: bool = False
+) -> Span | None:
     """The span without the clinical words at its ends; None when nothing but clinical words is left.
 
     A connector next to what is removed goes with it ("at <a hospital>"). Header values are
-    removed whole (see the module docstring)."""
+    removed whole (see the module docstring). With `title_case_is_name`, a word in title case is
+    never clinical ("Dr Dixon" is a person, "MR DIXON" a sequence)."""
     words = [w for w in _words(text, span) if words_of(w[2])]
     if not words:
         return span if span.end > span.start else None
-    if vocabulary.is_clinical(text[span.start : span.end]):
-        return None
     if span.kind in _WHOLE_KINDS:
         return span
-    kept = [vocabulary.is_clinical_word(w[2]) or vocabulary.is_connector(w[2]) for w in words]
+
+    def clinical(word: str) -> bool:
+        return vocabulary.is_clinical_word(word) and not (title_case_is_name and _title_case(word))
+
+    kept = [clinical(w[2]) or vocabulary.is_connector(w[2]) for w in words]
+    if all(kept):
+        return None if any(clinical(w[2]) for w in words) else span
     first = kept.index(False)
     last = len(kept) - 1 - kept[::-1].index(False)
     while first > 0 and vocabulary.is_connector(words[first - 1][2]):
@@ -192,6 +215,11 @@ def keep_clinical_words(text: str, span: Span, vocabulary: ClinicalVocabulary) -
     while last < len(words) - 1 and vocabulary.is_connector(words[last + 1][2]):
         last += 1
     return Span(max(span.start, words[first][0]), min(span.end, words[last][1]), span.kind)
+
+
+def _title_case(word: str) -> bool:
+    letters = [c for c in word if c.isalpha()]
+    return len(letters) > 1 and letters[0].isupper() and any(c.islower() for c in letters[1:])
 
 
 def remove_spans(text: str, spans: Iterable[Span], replacement: str) -> str:
@@ -202,9 +230,8 @@ def remove_spans(text: str, spans: Iterable[Span], replacement: str) -> str:
         pieces.append(replacement)
         cursor = end
     pieces.append(text[cursor:])
-    cleaned = "".join(pieces)
-    cleaned = _EMPTY_BRACKETS.sub("", cleaned)
-    return _SPACES.sub(" ", cleaned).strip(_TIDY_ENDS)
+    cleaned = _SPACES.sub(" ", _EMPTY_BRACKETS.sub("", "".join(pieces))).strip()
+    return _DANGLING.sub("", cleaned).strip()
 
 
 def _merged(spans: Iterable[Span]) -> list[tuple[int, int]]:

@@ -35,7 +35,7 @@ def _cleaner(ds: Dataset | None = None) -> TextCleaner:
     [
         "MR ANGIO NECK W/O", "MR LSPINE SAG STIR", "MR ORBITS W&WO FS", "MS PROTOCOL T2 AX",
         "MS LESIONS FLAIR SAG 3D", "DR HAND PA LAT", "DR CHEST AP PORTABLE", "MRS SVS TE 30",
-        "Mr Brain routine", "MR PROSTATE DWI ADC", "CT ABD/PELVIS C+", "T1 MPRAGE SAG POST GAD",
+        "MR DIXON PELVIS", "MR PROSTATE DWI ADC", "CT ABD/PELVIS C+", "T1 MPRAGE SAG POST GAD",
     ],
 )
 def test_modalities_and_diagnoses_that_look_like_honorifics_keep_every_word(text: str) -> None:
