@@ -14,6 +14,7 @@ names and code meanings read as them.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Iterator
 
 from pydicom.datadict import tag_for_keyword
@@ -72,6 +73,7 @@ class LastLook:
         self._min_term = settings.min_header_term
         self._min_words = settings.min_entity_words
         self._skip = frozenset(tag_for_keyword(k) for k in settings.skip)
+        self._looks_like_phi = lru_cache(maxsize=8192)(self._kind_of)  # texts repeat across a series
 
     def findings(self, ds: Dataset, phi: HeaderPhi) -> Iterator[Finding]:
         """Every text value that still looks like PHI, as (path, kind); values never leave here."""
@@ -91,10 +93,10 @@ class LastLook:
         for finding in self.findings(ds, phi):
             raise ResidualPhi(finding.reason())
 
-    def _looks_like_phi(self, text: str) -> str | None:
+    def _kind_of(self, text: str) -> str | None:
         """The kind of the first pattern or model span in `text` that the vocabulary does not vet."""
         spans = [Span(m.start(), m.end(), name) for name, pattern in self._patterns for m in pattern.finditer(text)]
-        if self._finder is not None and not self._policy.vocabulary.is_clinical(text):
+        if self._finder is not None and self._policy.vocabulary.may_name(text):
             spans.extend(
                 s for s in self._finder.find(text)
                 if s.kind in self._kinds and len(words_of(text[s.start : s.end])) >= self._min_words
@@ -105,8 +107,12 @@ class LastLook:
         return None
 
 
-def _texts(ds: Dataset, prefix: str, skip: frozenset[int]) -> Iterator[tuple[str, str, str]]:
-    """(path, VR, text) of every text and person-name value at every depth, converting only those."""
+def _texts(ds: Dataset, prefix: str, skip: frozenset[int], encoding: str | None = None) -> Iterator[tuple[str, str, str]]:
+    """(path, VR, text) of every text and person-name value at every depth. Values still raw are
+    decoded here, not converted by pydicom: a CT slice carries a hundred kept private texts, and
+    converting them all costs more than the whole look."""
+    if encoding is None:
+        encoding = _python_encoding(ds)
     for tag in list(ds.keys()):
         if tag in skip or (tag in _SOURCES and not prefix):
             continue
@@ -117,7 +123,24 @@ def _texts(ds: Dataset, prefix: str, skip: frozenset[int]) -> Iterator[tuple[str
         path = f"{prefix}{Tag(tag)}".replace(" ", "")
         if vr == "SQ":
             for number, item in enumerate(ds[tag].value):
-                yield from _texts(item, f"{path}[{number}]", skip)
+                yield from _texts(item, f"{path}[{number}]", skip, encoding)
         elif vr in _TEXT_VRS or vr == _PERSON_NAME:
-            for text in _strings(ds[tag].value):
+            value = raw.value if isinstance(raw, RawDataElement) else None
+            if isinstance(value, bytes) and encoding != _CONVERT:
+                texts = [t for t in value.decode(encoding, errors="replace").rstrip("\x00 ").split("\\") if t.strip()]
+            else:
+                texts = _strings(ds[tag].value)
+            for text in texts:
                 yield path, vr, text
+
+
+_CONVERT = "convert"
+# Single-byte or UTF-8 character sets whose bytes decode on their own; any other (ISO 2022 code
+# extensions) is left to pydicom.
+_SIMPLE_CHARSETS = {"": "latin-1", "ISO_IR 6": "latin-1", "ISO_IR 100": "latin-1", "ISO_IR 192": "utf-8"}
+
+
+def _python_encoding(ds: Dataset) -> str:
+    declared = ds.get("SpecificCharacterSet", "") or ""
+    values = [str(v).strip() for v in (declared if isinstance(declared, (list, MultiValue)) else [declared])]
+    return _SIMPLE_CHARSETS.get(values[0], _CONVERT) if len(values) == 1 else _CONVERT

@@ -19,6 +19,7 @@ the spans are removed, the rest stays.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -128,6 +129,15 @@ class TextPolicy:
             frozenset(raw.title_case_names), raw.named_entities, raw.last_look,
         )
 
+    def __post_init__(self) -> None:
+        # Descriptions repeat across a series: their pattern spans are worked out once.
+        object.__setattr__(self, "pattern_spans", lru_cache(maxsize=8192)(self._pattern_spans))
+
+    def _pattern_spans(self, text: str) -> tuple[Span, ...]:
+        """The patterns' spans in `text`, vetted by the vocabulary (independent of any header)."""
+        found = (Span(m.start(), m.end(), name) for name, pattern in self.patterns for m in pattern.finditer(text))
+        return tuple(s for s in (self.vetted(text, c) for c in found) if s is not None)
+
     def vetted(self, text: str, span: Span) -> Span | None:
         """The span as the clinical vocabulary leaves it, for the kinds it applies to (see keep_clinical_words)."""
         if span.kind not in self.vocabulary_applies_to:
@@ -139,9 +149,11 @@ class TextPolicy:
         return entity_finder(self.entities) if self.entities is not None else None
 
 
+@lru_cache(maxsize=256)
 def header_term_matcher(phi: HeaderPhi, vocabulary: ClinicalVocabulary, min_length: int = 1) -> regex.Pattern[str] | None:
     """One whole-word, any-case matcher for the header's PHI terms (places that are only clinical
-    words, such as a department called RADIOLOGY or MRI, are not identifying and left out)."""
+    words, such as a department called RADIOLOGY or MRI, are not identifying and left out).
+    Cached: every instance of a series gives the same header PHI."""
     places = phi.places | phi.site_codes
     terms = [
         regex.escape(t)
@@ -164,12 +176,13 @@ class TextCleaner:
     def spans(self, text: str) -> list[Span]:
         """Every identifier span in `text`, clinical words already let go, overlapping allowed."""
         found = [Span(m.start(), m.end(), HEADER_KIND) for m in self._terms.finditer(text)] if self._terms else []
-        candidates = [Span(m.start(), m.end(), name) for name, pattern in self._policy.patterns for m in pattern.finditer(text)]
-        if self._finder is not None and not self._policy.vocabulary.is_clinical(text):
+        patterns = self._policy.pattern_spans(text)
+        if self._finder is not None and self._policy.vocabulary.may_name(text):
             # Where the model's span covers a header value, the header span already removes the
             # value and the model's extent is the less reliable one ("<NAME> POST OP CHECK").
-            candidates.extend(s for s in self._finder.find(text) if not any(_overlap(s, h) for h in found))
-        found.extend(s for s in (self._policy.vetted(text, c) for c in candidates) if s is not None)
+            model = (s for s in self._finder.find(text) if not any(_overlap(s, h) for h in found))
+            found.extend(s for s in (self._policy.vetted(text, c) for c in model) if s is not None)
+        found.extend(patterns)
         return found
 
     def clean(self, text: str) -> str:

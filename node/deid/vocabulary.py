@@ -68,6 +68,7 @@ class ClinicalVocabulary:
     def __init__(self, words: frozenset[str], connectors: frozenset[str] = frozenset()) -> None:
         self._connectors = frozenset(w.upper() for w in connectors)
         self._words = frozenset(w.upper() for w in words) - self._connectors
+        self.may_name = lru_cache(maxsize=8192)(self._may_name)
 
     @classmethod
     def load(cls, path: Path) -> ClinicalVocabulary:
@@ -95,6 +96,15 @@ class ClinicalVocabulary:
 
     def is_connector(self, word: str) -> bool:
         return word.upper() in self._connectors
+
+    def _may_name(self, text: str) -> bool:
+        """Whether any word of `text` could be part of a name or place: two letters or more and
+        neither clinical nor a connector. Where none is, the model cannot find anything the
+        vocabulary would not let go, so callers skip it (most descriptions and comments)."""
+        return any(
+            sum(c.isalpha() for c in w) >= 2 and not self.is_clinical_word(w) and not self.is_connector(w)
+            for w in words_of(text)
+        )
 
     def is_clinical(self, span: str) -> bool:
         """True when every word of the span is clinical or a connector, and one at least is clinical."""
