@@ -10,10 +10,11 @@ Name and place patterns and the model mistake clinical text for identifiers, so 
 kinds `vocabulary_applies_to` names; dates, numbers and contact details are exact) pass through the
 clinical vocabulary (config/clinical-vocabulary.yaml): a span made only of clinical words is kept,
 and clinical words at either end of a span stay ("MR BRAIN W WO CONTRAST" keeps every word;
-"CT HEAD Dr Jane Roe FOLLOW UP" keeps "CT HEAD Dr FOLLOW UP": the model's people often run into
-the capitals next to them). The cost: a person whose surname is itself a listed clinical word
-keeps it, unless it is in the header. Header values go wherever they are, clinical or not. Only
-the spans are removed, the rest stays.
+"CT HEAD Dr Jane Roe FOLLOW UP" keeps "CT HEAD FOLLOW UP": the model's people often run into the
+capitals next to them). After an honorific or a cue, a word in title case counts as a name even
+where it is listed ("Dr Dixon" goes, "MR DIXON" stays). The cost: a person the model alone finds,
+written in capitals, whose surname is a listed clinical word keeps it, unless it is in the
+header. Header values go wherever they are, clinical or not. Only the spans are removed.
 """
 
 from __future__ import annotations

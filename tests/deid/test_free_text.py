@@ -144,3 +144,9 @@ def test_the_vocabulary_is_data_and_a_malformed_file_is_refused_by_name(tmp_path
     free_text.write_text((CONFIG / "free-text.yaml").read_text().replace("clinical-vocabulary.yaml", str(CONFIG / "clinical-vocabulary.yaml")).replace("patterns: [email,", "patterns: [no_such_pattern, email,"))
     with pytest.raises(ProfileError, match="last_look"):
         load_profile(profile_variant(tmp_path, {f"{CONFIG}/free-text.yaml": str(free_text)}))
+
+
+@pytest.mark.parametrize("surname", ["Dixon", "Head", "Bone", "Flair"])
+def test_a_title_case_surname_after_an_honorific_goes_even_when_it_is_a_clinical_word(surname: str) -> None:
+    cleaned = _cleaner().clean(f"MR PELVIS DIXON, reviewed with Dr {surname}")
+    assert cleaned == "MR PELVIS DIXON, reviewed with", cleaned
