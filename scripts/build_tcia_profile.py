@@ -2,9 +2,10 @@
 
 TCIA's verbs become PS3.15 action codes: remove X, empty Z, hashuid U, incrementdate C (shift),
 time and keep K, process K (keep the sequence, clean its items), lookup D from the patient map,
-replace and hashname D. Two deliberate changes, stated in the output: a kept descriptor (one
-the Clean Descriptors column marks C) is cleaned rather than kept verbatim, because TCIA's
-curators review those by hand and the node cannot; a kept date is shifted, not kept.
+replace and hashname D. Two deliberate changes, stated in the output: a descriptor (one the
+Clean Descriptors column marks C) is cleaned, whether TCIA keeps it verbatim (its curators review
+those by hand and the node cannot) or removes it (the option TCIA declares says C: the clinical
+words stay); a kept date is shifted, not kept.
 Command (0000) and file meta (0002) tags are left out: a dataset holds neither.
 
 Usage: python scripts/build_tcia_profile.py   (rewrites config/profiles/tcia.yaml)
@@ -38,8 +39,10 @@ HEADER = """\
 # submission) - edit the script or regenerate, or edit here and note it.
 # The options are the ones TCIA declares in its DeidentificationMethodCodeSequence; the pixel
 # step adds Clean Pixel Data (113101) itself. Rules below override the table and options.
-# Deliberate differences from the source: descriptors TCIA keeps for manual review are cleaned
-# (C) here, and dates it keeps are shifted (C).
+# Deliberate differences from the source: every attribute whose Table E.1-1 cleanDescOpt column
+# is C is cleaned (C), as the Clean Descriptors option declared below says, where TCIA keeps it
+# for manual review or removes it (ImageComments, RequestAttributesSequence ...); dates it keeps
+# are shifted (C).
 name: tcia
 description: TCIA curation practice (Basic Profile + TCIA options and per-tag actions)
 table: ../reference/ps3.15-table-e.1-1.json
@@ -86,7 +89,7 @@ def _rules() -> list[tuple[str, str, str, str | None]]:
             keyword = keyword_for_tag(tag)
             vr = dictionary_VR(tag)
             rule_code = code
-            if verb == "keep" and digits in descriptors:
+            if digits in descriptors:  # the declared Clean Descriptors option wins over TCIA's keep or remove
                 rule_code = "C"
             elif verb == "keep" and vr in ("DA", "DT"):
                 rule_code = "C"

@@ -70,7 +70,7 @@ def _values(value: object) -> list[str]:
 
 
 @lru_cache(maxsize=8192)
-def _vr_of(tag: int) -> str:
+def vr_of(tag: int) -> str:
     try:
         return dictionary_VR(tag)
     except KeyError:
@@ -165,7 +165,7 @@ class _Pass:
             element.value = "" if element.VR in STR_VR else None
 
     def _keep(self, ds: Dataset, tag: int, rule: Rule) -> None:
-        if _vr_of(tag) not in _LOOK_INSIDE_ON_KEEP:
+        if vr_of(tag) not in _LOOK_INSIDE_ON_KEEP:
             return  # the dictionary says it is neither a sequence nor an age: nothing to look at
         vr = self._raw_vr(ds, tag)
         if vr == "SQ":
@@ -227,7 +227,7 @@ class _Pass:
     def _raw_vr(self, ds: Dataset, tag: int) -> str:
         raw = ds.get_item(tag)
         vr = getattr(raw, "VR", None)
-        return vr if vr and vr != "UN" else _vr_of(tag)
+        return vr if vr and vr != "UN" else vr_of(tag)
 
     @staticmethod
     def _map_strings(element: DataElement, change: Callable[[str], str]) -> None:
@@ -292,6 +292,14 @@ class _Pass:
         self.counts["X"] += 1
         return False
 
+    def _private_text_needs_cleaning(self, raw: DataElement | RawDataElement) -> bool:
+        """Whether a kept private text holds something the cleaner removes, read without converting
+        it (an element left alone is written back as its own bytes)."""
+        value = raw.value
+        if isinstance(value, bytes):
+            value = value.decode("latin-1").rstrip("\x00 ").split("\\")
+        return any(self.cleaner.clean(v) != v for v in _values(value))
+
     def _private_element(self, ds: Dataset, tag: int, creator: str, rule: private_rules.PrivateRule) -> bool:
         """Act on one private element; a kept one is left as read (raw, written back as its own
         bytes) unless it is a sequence to look inside or its VR must be set."""
@@ -312,6 +320,10 @@ class _Pass:
             except Exception:  # noqa: BLE001 - bytes that are no sequence: nothing safe to keep
                 return self._delete_private(ds, tag)
             vr = "SQ"
+        if disposition == private_rules.KEEP and vr in _TEXT_VRS and self._private_text_needs_cleaning(raw):
+            self._map_strings(ds[tag], self.cleaner.clean)  # private free text kept: cleaned like any
+            self.counts["C"] += 1
+            return True
         if disposition == private_rules.KEEP and vr != "SQ":
             if raw.VR not in (None, vr):  # read as UN, known to pydicom: written with its VR, as ever
                 ds[tag]  # noqa: B018 - converting is what gives it that VR

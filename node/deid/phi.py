@@ -63,6 +63,11 @@ PLACE_KEYWORDS = (
     "CountryOfResidence",
 )
 
+INSTITUTION_KEYWORDS = ("InstitutionName", "InstitutionalDepartmentName")
+STATION_KEYWORDS = ("StationName",)
+# Words an institution's initials may leave out ("University Hospital of X" -> "UHX").
+_INITIALS_SKIP = frozenset({"OF", "THE", "AND", "&", "FOR", "DE", "DU", "DES", "LA", "LE", "DI", "DEL", "DER", "VAN", "VON", "AT", "IN"})
+_MIN_SITE_CODE = 3
 _MONTHS = (
     "JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC",
 )
@@ -79,11 +84,13 @@ class HeaderPhi:
     identifiers: frozenset[str] = field(default_factory=frozenset)
     dates: frozenset[str] = field(default_factory=frozenset)
     places: frozenset[str] = field(default_factory=frozenset)
+    # Site codes: an institution's initials ("XYZH"), the parts of a station name ("XYZH-CT2" -> "XYZH").
+    site_codes: frozenset[str] = field(default_factory=frozenset)
 
     def terms(self) -> list[str]:
         """Every term, longest first, so a matcher prefers the whole name over a part of it."""
         return sorted(
-            self.name_tokens | self.full_names | self.identifiers | self.dates | self.places,
+            self.name_tokens | self.full_names | self.identifiers | self.dates | self.places | self.site_codes,
             key=lambda t: (-len(t), t),
         )
 
@@ -139,6 +146,18 @@ def date_forms(value: str) -> set[str]:
     return forms
 
 
+def site_codes(institution: str) -> set[str]:
+    """The initials people abbreviate an institution to, with and without its small words."""
+    words = [w for w in re.split(r"[\s\-/,.()]+", institution.upper()) if w]
+    forms = {"".join(w[0] for w in words), "".join(w[0] for w in words if w not in _INITIALS_SKIP)}
+    return {f for f in forms if len(f) >= _MIN_SITE_CODE}
+
+
+def station_codes(station: str) -> set[str]:
+    """The parts of a station name that name the site ("XYZH-CT2" -> "XYZH"), letters only."""
+    return {p for p in re.split(r"[^A-Za-z]+", station.upper()) if len(p) >= _MIN_SITE_CODE + 1}
+
+
 def collect_header_phi(ds: Dataset) -> HeaderPhi:
     """Gather the instance's own PHI before the metadata step removes it from the header."""
     tokens: set[str] = set()
@@ -154,10 +173,13 @@ def collect_header_phi(ds: Dataset) -> HeaderPhi:
         for value in _values(ds, keyword):
             dates |= date_forms(value)
     places = {v.upper() for k in PLACE_KEYWORDS for v in _values(ds, k) if len(v) >= _MIN_TOKEN}
+    codes = {c for k in INSTITUTION_KEYWORDS for v in _values(ds, k) for c in site_codes(v)}
+    codes |= {c for k in STATION_KEYWORDS for v in _values(ds, k) for c in station_codes(v)}
     return HeaderPhi(
         name_tokens=frozenset(tokens),
         full_names=frozenset(wholes),
         identifiers=frozenset(identifiers),
         dates=frozenset(dates),
         places=frozenset(places),
+        site_codes=frozenset(codes - places),
     )

@@ -1,7 +1,8 @@
 """One instance through de-identification: read, pixels (if the policy says), metadata, write.
 
 Pixels go first because the pixel step looks for the patient's own header values in the image.
-Any failure raises DeidentificationError with a PHI-free reason; the worker quarantines the
+After the metadata step, the last look (node/deid/residual.py) reads every text value left against
+the header PHI collected before cleaning; PHI still there fails the instance. Any failure raises DeidentificationError with a PHI-free reason; the worker quarantines the
 instance (fail closed) rather than forward something half-cleaned.
 """
 
@@ -18,6 +19,7 @@ from node.deid.part10 import part10_pieces
 from node.deid.phi import collect_header_phi
 from node.deid.pixels import PixelCleaner, PixelCleaningError, PixelOutcome
 from node.deid.pseudonyms import Mappings, MappingsUnavailable
+from node.deid.residual import LastLook, ResidualPhi
 
 
 class DeidentificationError(Exception):
@@ -40,9 +42,12 @@ class DeidOutcome:
 
 
 class Deidentifier:
-    def __init__(self, metadata: MetadataDeidentifier, pixels: PixelCleaner | None) -> None:
+    def __init__(
+        self, metadata: MetadataDeidentifier, pixels: PixelCleaner | None, last_look: LastLook | None = None
+    ) -> None:
         self.metadata = metadata
         self.pixels = pixels
+        self.last_look = last_look if last_look is not None else LastLook(metadata.profile.text)
 
     def run_file(self, path: Path | BinaryIO, mappings: Mappings) -> DeidOutcome:
         return self.run(read_instance(path), mappings)
@@ -55,6 +60,8 @@ class Deidentifier:
             raise
         except PixelCleaningError as exc:
             raise DeidentificationError(f"pixel step: {exc}") from exc
+        except ResidualPhi as exc:
+            raise DeidentificationError(str(exc)) from exc
         except RecursionError as exc:
             raise DeidentificationError("dataset nested too deeply") from exc
         except Exception as exc:  # noqa: BLE001 - malformed input surfaces anywhere: fail closed
@@ -65,6 +72,7 @@ class Deidentifier:
         phi = collect_header_phi(ds)
         pixel_outcome = self.pixels.clean(ds, phi) if self.pixels is not None else None
         report = self.metadata.apply(ds, mappings, phi)
+        self.last_look.check(ds, phi)
         pieces = part10_pieces(ds)
         study = str(ds.StudyInstanceUID) if "StudyInstanceUID" in ds else None
         return DeidOutcome(pieces, str(ds.SOPInstanceUID), study, report.patient.patient_id, report, pixel_outcome)

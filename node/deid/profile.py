@@ -20,6 +20,7 @@ from typing import Any, Mapping
 import yaml
 from pydicom.datadict import keyword_dict
 
+from node.config import ConfigError
 from node.deid.private import PrivateListError, PrivateSafeList, load_private_safe_list
 from node.deid.text import TextPolicy
 
@@ -410,11 +411,10 @@ def load_profile(path: Path) -> Profile:
             raise ProfileError(str(exc)) from exc
     text = TextPolicy()
     if raw.get("free_text") is not None:
-        text_path = _resolve(base, raw, "free_text", where)
         try:
-            text = TextPolicy.from_config(_read_yaml(text_path))
-        except ValueError as exc:
-            raise _Where(text_path).error(str(exc)) from exc
+            text = TextPolicy.load(_resolve(base, raw, "free_text", where))
+        except ConfigError as exc:
+            raise ProfileError(str(exc)) from exc
     return Profile(
         name=name,
         source=path,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from datetime import date, timedelta
 
-import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -67,7 +66,7 @@ def test_the_tcia_profile_caps_patient_age(mappings: DerivedMappings) -> None:
 
 
 def _cleaner(ds) -> TextCleaner:  # type: ignore[no-untyped-def]
-    return TextCleaner(TextPolicy.from_config(yaml.safe_load((CONFIG / "free-text.yaml").read_text())), collect_header_phi(ds))
+    return TextCleaner(TextPolicy.load(CONFIG / "free-text.yaml"), collect_header_phi(ds))
 
 
 def test_header_names_are_removed_in_any_order_and_case() -> None:
