@@ -1,5 +1,5 @@
-"""Runs the node: the SCP in this process, de-identification workers and the forwarder as
-child processes, restarted if they die. SIGTERM/SIGINT stop everything after the current job.
+"""Runs the node: the SCP in this process, de-identification workers and one forwarder per
+destination as child processes, restarted if they die. SIGTERM/SIGINT stop everything after the current job.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from node.logging import configure_logging
 
 log = structlog.get_logger(__name__)
 
-ROLES = ("deid", "forward")
+FORWARD = "forward:"  # the role of a destination's forwarder: FORWARD + its name
 
 
 def _stop_on_signals() -> threading.Event:
@@ -42,7 +42,7 @@ def child_main(config_path: str, role: str) -> None:
     node = Node(settings)
     if role == "deid":
         _one_thread_each()
-    loop = node.deid_worker() if role == "deid" else node.forwarder()
+    loop = node.deid_worker() if role == "deid" else node.forwarder(role.removeprefix(FORWARD))
     loop.run(stop)
 
 
@@ -70,11 +70,11 @@ def _stop_when_orphaned(stop: threading.Event) -> None:
 
 
 class Supervisor:
-    """Keeps `count` deid workers and one forwarder alive."""
+    """Keeps `count` deid workers and one forwarder per destination alive."""
 
-    def __init__(self, config_path: Path, deid_workers: int) -> None:
+    def __init__(self, config_path: Path, deid_workers: int, destinations: list[str]) -> None:
         self.config_path = str(config_path)
-        self.wanted = {"deid": deid_workers, "forward": 1}
+        self.wanted = {"deid": deid_workers, **{FORWARD + name: 1 for name in destinations}}
         self.context = multiprocessing.get_context("spawn")
         self.children: list[tuple[str, BaseProcess]] = []
 
@@ -113,14 +113,14 @@ def run(node: Node, *, with_scp: bool, deid_workers: int) -> None:
     released = node.jobs.release_dead_owners()
     if released:
         log.warning("released_stale_jobs", count=released)
-    node.deidentifier()  # fail fast here on a malformed profile or pixel policy, not in every child
+    node.check_routes()  # fail fast here on a malformed profile, pixel policy or destination, not in every child
     stop = _stop_on_signals()
     server = None
     if with_scp:
         from node.receive.scp import start_scp
 
         server = start_scp(node.settings.receive, node.store_handler())
-    supervisor = Supervisor(node.settings.source, deid_workers)
+    supervisor = Supervisor(node.settings.source, deid_workers, node.settings.routed_destinations)
     try:
         while not stop.is_set():
             supervisor.reconcile()

@@ -1,5 +1,6 @@
 """The forwarder loop sends its batches over one association, releases it after
-`forward.idle_release_seconds` without work, and when it stops."""
+`forward.idle_release_seconds` without work, and when it stops; a destination's outage waits,
+a refusal quarantines only that delivery."""
 
 from __future__ import annotations
 
@@ -12,10 +13,12 @@ import pytest
 
 from bench.sink import Sink
 from node.config import Destination, ForwardSettings
+from node.factory import StoreSCUSender
 from node.forward.outbox import Forwarder
 from node.forward.scu import StoreSCU
 from node.persist.db import make_engine, make_session_factory, upgrade
 from node.persist.models import JobState
+from node.queue.deliveries import DeliveryStore
 from node.queue.store import JobStore
 from node.receive.spool import Spool
 from tests.nodeproc import wait_until
@@ -43,7 +46,8 @@ def sink(tmp_path: Path) -> Iterator[Sink]:
         yield server
 
 
-def _add_clean_jobs(jobs: JobStore, spool: Spool, files: Sequence[Path]) -> None:
+def _add_clean_jobs(jobs: JobStore, spool: Spool, files: Sequence[Path], destinations: Sequence[str] = ("sink",)
+                    ) -> None:
     """Jobs as a deid worker leaves them: the clean file in the spool, the job waiting to be forwarded."""
     for path in files:
         name = spool.new_name()
@@ -53,7 +57,7 @@ def _add_clean_jobs(jobs: JobStore, spool: Spool, files: Sequence[Path]) -> None
         [claimed] = jobs.claim(JobState.PROCESSING, "w:1", 60)
         assert claimed.id == job_id
         assert jobs.mark_clean(job_id, "w:1", new_sop_instance_uid=f"2.25.{job_id}", patient_pseudonym="P",
-                               detail="")
+                               detail="", route="r", project="default", destinations=destinations)
 
 
 class _Running:
@@ -63,8 +67,9 @@ class _Running:
         destination = Destination(ae_title=sink.ae_title, host="127.0.0.1", port=sink.port)
         settings = ForwardSettings(destination=destination, batch_size=4, timeout_seconds=10,
                                    idle_release_seconds=idle_release_seconds)
-        scu = StoreSCU(settings.calling_ae_title, destination, settings.timeout_seconds)
-        self.forwarder = Forwarder(jobs, spool, scu, settings, lease_seconds=60, poll_seconds=0.05)
+        scu = StoreSCUSender("sink", StoreSCU(settings.calling_ae_title, destination, settings.timeout_seconds))
+        self.forwarder = Forwarder(DeliveryStore(jobs._sessions, jobs.node), spool, "sink", scu, settings,
+                                   lease_seconds=60, poll_seconds=0.05)
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self.forwarder.run, args=(self.stop,))
 
