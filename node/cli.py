@@ -94,6 +94,36 @@ def _started(obj: NodeContext) -> Node:
 
 
 @cli.command()
+@click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--route", "route_name", required=True, help="The route every file takes (profile, project, destinations).")
+@pass_ctx
+def ingest(obj: NodeContext, directory: Path, route_name: str) -> None:
+    """Queue every DICOM file under DIRECTORY as if it had been received, on route ROUTE.
+
+    The running node (`serve` or `worker`) de-identifies and delivers them. Files that are not
+    DICOM, cannot be read or are too large are listed and skipped; instances already queued on
+    the route are counted as duplicates.
+    """
+    from node.receive.folder import Ingested, ingest_file
+
+    node = _started(obj)
+    route = _guard(lambda: node.settings.route(route_name))
+    handler = node.store_handler()
+    files = sorted(path for path in directory.rglob("*") if path.is_file())
+    counts = {outcome: 0 for outcome in Ingested}
+    skipped: list[tuple[Path, Ingested]] = []
+    with click.progressbar(files, label=f"ingesting on route {route.name}", file=sys.stderr) as bar:
+        for path in bar:
+            outcome = _guard(lambda: ingest_file(handler, path, route.name)).outcome
+            counts[outcome] += 1
+            if outcome not in (Ingested.QUEUED, Ingested.DUPLICATE):
+                skipped.append((path, outcome))
+    for path, outcome in skipped:
+        click.echo(f"skipped ({outcome.value}): {path}")
+    click.echo(", ".join(f"{outcome.value} {count}" for outcome, count in counts.items()))
+
+
+@cli.command()
 @pass_ctx
 def status(obj: NodeContext) -> None:
     """Jobs per state, the oldest waiting job, and per destination: deliveries open, since when it

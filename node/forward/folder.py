@@ -9,6 +9,7 @@ folder's problem, not the instance's: WAIT, never REFUSED.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -76,7 +77,8 @@ class FolderSender:
             os.replace(partial, target)
             _fsync_dir(target.parent)
         except OSError as exc:
-            partial.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):  # the folder itself may be what is missing
+                partial.unlink(missing_ok=True)
             return SendResult(Outcome.WAIT, f"cannot write to the folder ({exc.strerror or type(exc).__name__})")
         return SendResult(Outcome.DELIVERED, "written")
 

@@ -235,6 +235,12 @@ class JobStore:
                 session.add_all(AuditEvent(job_id=i, event="requeued", detail=to_state.value) for i in ids)
             return len(ids)
 
+    def queued_on_route(self, sop_instance_hash: str, route: str) -> bool:
+        """Whether this instance (keyed hash of its SOPInstanceUID) already has a job on `route`."""
+        with self._sessions() as session:
+            return session.scalar(select(Job.id).where(Job.node == self.node, Job.sop_instance_hash == sop_instance_hash,
+                                                       Job.route == route).limit(1)) is not None
+
     def get(self, job_id: int) -> Job | None:
         with self._sessions() as session:
             return session.get(Job, job_id)

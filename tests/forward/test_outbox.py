@@ -14,10 +14,12 @@ import pytest
 from bench.sink import Sink
 from node.config import Destination, ForwardSettings
 from node.factory import StoreSCUSender
+from node.forward.folder import FolderSender
 from node.forward.outbox import Forwarder
 from node.forward.scu import StoreSCU
+from node.forward.sender import CleanFile, Outcome, SendResult
 from node.persist.db import make_engine, make_session_factory, upgrade
-from node.persist.models import JobState
+from node.persist.models import Job, JobState
 from node.queue.deliveries import DeliveryStore
 from node.queue.store import JobStore
 from node.receive.spool import Spool
@@ -26,6 +28,7 @@ from tests.servers import free_port
 from tests.synthetic import write_series
 
 CT_IMAGE = "1.2.840.10008.5.1.4.1.1.2"
+MR_IMAGE = "1.2.840.10008.5.1.4.1.1.4"
 
 
 @pytest.fixture
@@ -112,3 +115,55 @@ def test_stopping_the_forwarder_releases_its_association(
         time.sleep(0.3)  # several idle polls: the association stays
         assert sink.open_associations == 1
     assert wait_until(lambda: sink.open_associations == 0, timeout=10, interval=0.02)
+
+
+class _RefusingClass:
+    """A destination that refuses one SOP class for cause (as a PACS answers 0xA900 to a class it
+    does not store) and stores the rest in a real folder."""
+
+    def __init__(self, refused_class: str, folder: FolderSender) -> None:
+        self.refused_class = refused_class
+        self.folder = folder
+        self.name = "picky"
+
+    def send(self, files: Sequence[CleanFile]) -> list[SendResult]:
+        return [SendResult(Outcome.REFUSED, "0xA900") if f.sop_class_uid == self.refused_class
+                else self.folder.send([f])[0] for f in files]
+
+    def release_if_idle(self, now: float, idle_seconds: float) -> bool:
+        return False
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_refusal_quarantines_that_delivery_only(jobs: JobStore, spool: Spool, tmp_path: Path) -> None:
+    files = write_series(tmp_path / "ct", 3)
+    _add_clean_jobs(jobs, spool, files, destinations=("folder", "picky"))
+    refused_job = jobs.jobs_in([JobState.CLEAN])[1]
+    with jobs._sessions.begin() as session:  # this one instance is of a class the picky destination refuses
+        session.get(Job, refused_job.id).sop_class_uid = MR_IMAGE
+    deliveries = DeliveryStore(jobs._sessions, jobs.node)
+    settings = ForwardSettings(batch_size=8)
+    forwarders = [Forwarder(deliveries, spool, "folder", FolderSender("folder", tmp_path / "out-a"), settings,
+                            lease_seconds=60, poll_seconds=0.05),
+                  Forwarder(deliveries, spool, "picky", _RefusingClass(MR_IMAGE, FolderSender("picky", tmp_path / "out-b")),
+                            settings, lease_seconds=60, poll_seconds=0.05)]
+    for forwarder in forwarders:
+        assert forwarder.run_once()
+        assert not forwarder.run_once()  # nothing left to retry: a refusal is final
+    assert len(list((tmp_path / "out-a").rglob("*.dcm"))) == 3  # the folder has all three
+    assert len(list((tmp_path / "out-b").rglob("*.dcm"))) == 2
+    assert [j.id for j in jobs.jobs_in([JobState.QUARANTINED])] == [refused_job.id]
+    assert jobs.get(refused_job.id).last_error == "delivery to picky: refused by picky: 0xA900"
+    assert jobs.quarantined_destinations([refused_job.id]) == {refused_job.id: ["picky"]}
+    assert len(jobs.jobs_in([JobState.FORWARDED])) == 2
+    assert spool.count("clean") == 0
+
+
+def test_a_folder_that_cannot_be_written_waits_and_never_refuses(tmp_path: Path) -> None:
+    [source] = write_series(tmp_path / "ct", 1)
+    blocked = tmp_path / "blocked"
+    blocked.write_text("a file where the folder should be")
+    [result] = FolderSender("folder", blocked).send([CleanFile(source, CT_IMAGE, project="p", patient="ANON-1")])
+    assert result.outcome is Outcome.WAIT and "cannot write to the folder" in result.detail
