@@ -279,16 +279,18 @@ class JobStore:
                 select(Delivery.destination, Delivery.state, func.count(), func.min(Delivery.waiting_since))
                 .where(Delivery.node == self.node, Delivery.state != DeliveryState.DELIVERED)
                 .group_by(Delivery.destination, Delivery.state)).all()
-        destinations: dict[str, DestinationStatus] = {}
-        for name, state, count, since in per_destination:
-            known = destinations.get(name, DestinationStatus(0, None, 0))
+        pending: dict[str, int] = {}
+        since: dict[str, datetime] = {}
+        quarantined: dict[str, int] = {}
+        for name, state, count, waiting_since in per_destination:
             if state in open_states:
-                since = _aware(since) if since is not None else None
-                earliest = min(t for t in (known.waiting_since, since) if t is not None) if (since or known.waiting_since) else None
-                known = DestinationStatus(known.pending + count, earliest, known.quarantined)
+                pending[name] = pending.get(name, 0) + count
+                if waiting_since is not None:
+                    since[name] = min(since.get(name, _aware(waiting_since)), _aware(waiting_since))
             else:
-                known = DestinationStatus(known.pending, known.waiting_since, known.quarantined + count)
-            destinations[name] = known
+                quarantined[name] = count
+        destinations = {name: DestinationStatus(pending.get(name, 0), since.get(name), quarantined.get(name, 0))
+                        for name in sorted(pending.keys() | quarantined.keys())}
         return QueueStatus({s.value: counts.get(s, 0) for s in JobState}, _aware(oldest) if oldest else None,
                            destinations)
 
