@@ -9,9 +9,9 @@ from typing import TYPE_CHECKING
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from node.config import ConfigError, DimseDestination, FolderDestination, Route, Settings
+from node.config import DimseDestination, FolderDestination, Route, Settings
 from node.deid.pseudonyms import DEFAULT_PROJECT, KeyedDerivation
-from node.forward.sender import CleanFile, Outcome, Sender, SendResult
+from node.forward.sender import Sender
 from node.persist.db import make_engine, make_session_factory, upgrade
 from node.persist.mappings import MappingStore, OriginalCipher
 from node.queue.deliveries import DeliveryStore
@@ -20,7 +20,6 @@ from node.receive.spool import Spool
 
 if TYPE_CHECKING:
     from node.deid.pipeline import Deidentifier
-    from node.forward.scu import StoreSCU
 
 
 @dataclass
@@ -124,11 +123,12 @@ class Node:
 
             return FolderSender(name, destination.path)
         if isinstance(destination, DimseDestination):
-            from node.forward.scu import StoreSCU
+            from node.forward.dimse import DimseSender
 
-            return StoreSCUSender(name, StoreSCU(f.calling_ae_title, destination, f.timeout_seconds))
-        raise ConfigError(f"{self.settings.source}: destinations.{name}: kind {destination.kind!r} "
-                          "is not supported by this node yet")
+            return DimseSender(name, destination, calling_ae_title=f.calling_ae_title, timeout=f.timeout_seconds)
+        from node.forward.stow import StowSender
+
+        return StowSender(name, destination)
 
     def forwarder(self, destination: str):  # type: ignore[no-untyped-def]
         """The forwarder loop of one destination (one per destination, each with its own connection)."""
@@ -138,25 +138,3 @@ class Node:
                          lease_seconds=self.settings.workers.lease_seconds,
                          poll_seconds=self.settings.workers.poll_seconds)
 
-
-class StoreSCUSender:
-    """StoreSCU behind the Sender interface until the classifying DICOM sender replaces it:
-    stored is DELIVERED, anything else WAIT (it cannot tell a refusal from an outage)."""
-
-    def __init__(self, name: str, scu: StoreSCU) -> None:
-        self._name = name
-        self.scu = scu
-
-    @property
-    def name(self) -> str:
-        return self._name
-
-    def send(self, files: list[CleanFile]) -> list[SendResult]:
-        results = self.scu.send([(item.path, item.sop_class_uid) for item in files])
-        return [SendResult(Outcome.DELIVERED if r.stored else Outcome.WAIT, r.detail) for r in results]
-
-    def release_if_idle(self, now: float, idle_seconds: float) -> bool:
-        return self.scu.release_if_idle(now, idle_seconds)
-
-    def close(self) -> None:
-        self.scu.close()

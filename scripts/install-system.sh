@@ -6,6 +6,7 @@ set -euo pipefail
 packages=(
   dcmtk            # storescu/echoscu: the sending modality in tests and benchmarks
   orthanc          # the research PACS in end-to-end tests
+  orthanc-dicomweb # its DICOMweb plugin: the STOW-RS destination in tests
   tesseract-ocr    # OCR for burned-in text
   tesseract-ocr-eng
   postgresql       # the shared mapping store for several nodes

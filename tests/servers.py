@@ -8,6 +8,7 @@ conftest wraps them in fixtures.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
@@ -28,12 +29,14 @@ from pydicom.filereader import read_file_meta_info
 from pydicom.uid import UID
 
 ORTHANC_BINARY = Path("/usr/sbin/Orthanc")
+DICOMWEB_PLUGIN = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")  # Debian's orthanc-dicomweb
 POSTGRES_BIN = Path("/usr/lib/postgresql/15/bin")
 POSTGRES_USER = "postgres"
 
 # What each test peer needs on PATH or on disk, so a test can skip with a reason instead of failing.
 _TOOLS: dict[str, tuple[str, ...]] = {
     "orthanc": (str(ORTHANC_BINARY),),
+    "orthanc-dicomweb": (str(ORTHANC_BINARY), str(DICOMWEB_PLUGIN)),
     "postgres": tuple(str(POSTGRES_BIN / name) for name in ("initdb", "postgres", "pg_isready", "createdb")),
     "dcmtk": ("storescu", "echoscu", "storescp"),
 }
@@ -41,8 +44,10 @@ _INSTALL_HINT = "install it with scripts/install-system.sh"
 
 
 def unavailable(tool: str) -> str | None:
-    """Why `tool` ("orthanc", "postgres" or "dcmtk") cannot run on this machine, or None when it can."""
-    missing = [name for name in _TOOLS[tool] if shutil.which(name) is None]
+    """Why `tool` ("orthanc", "orthanc-dicomweb", "postgres" or "dcmtk") cannot run on this machine, or None
+    when it can."""
+    missing = [name for name in _TOOLS[tool]
+               if shutil.which(name) is None and not (name.endswith(".so") and Path(name).is_file())]
     return f"{tool} is not installed ({', '.join(missing)} missing): {_INSTALL_HINT}" if missing else None
 
 
@@ -208,12 +213,19 @@ class Orthanc(_Server):
 
     `stop()` (a clean shutdown, about 3 s) then `start()` keeps the ports and the stored instances,
     which is how a test simulates a destination that is down for a while; `kill()` is a crash.
+
+    With `dicomweb`, its DICOMweb plugin serves STOW-RS at `stow_url`; with `users` (name: password)
+    its HTTP side, DICOMweb included, asks for basic authentication (the REST calls here use the
+    first user).
     """
 
-    def __init__(self, aet: str = "RESEARCH_PACS", *, check_called_aet: bool = True, timeout: float = 30.0) -> None:
+    def __init__(self, aet: str = "RESEARCH_PACS", *, check_called_aet: bool = True, dicomweb: bool = False,
+                 users: dict[str, str] | None = None, timeout: float = 30.0) -> None:
         super().__init__("orthanc", timeout)
         self.aet = aet
         self.check_called_aet = check_called_aet
+        self.dicomweb = dicomweb
+        self.users = dict(users or {})
         self.dicom_port = 0
         self.http_port = 0
 
@@ -224,11 +236,13 @@ class Orthanc(_Server):
             "Name": "deid-node-test-pacs",
             "StorageDirectory": str(storage),
             "IndexDirectory": str(storage),
-            "Plugins": [],
+            "Plugins": [str(DICOMWEB_PLUGIN)] if self.dicomweb else [],
+            "DicomWeb": {"Enable": self.dicomweb, "Root": "/dicom-web/"},
             "HttpServerEnabled": True,
             "HttpPort": self.http_port,
             "RemoteAccessAllowed": False,
-            "AuthenticationEnabled": False,
+            "AuthenticationEnabled": bool(self.users),
+            "RegisteredUsers": self.users,
             "DicomServerEnabled": True,
             "DicomAet": self.aet,
             "DicomPort": self.dicom_port,
@@ -266,8 +280,18 @@ class Orthanc(_Server):
     def _discard(self) -> None:
         self.kill()  # the storage is deleted next: no need to wait for a clean shutdown
 
+    @property
+    def stow_url(self) -> str:
+        """The DICOMweb STOW-RS endpoint (with `dicomweb`)."""
+        return f"http://127.0.0.1:{self.http_port}/dicom-web/studies"
+
     def _get(self, path: str) -> bytes:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}{path}", timeout=self._timeout) as answer:
+        request = urllib.request.Request(f"http://127.0.0.1:{self.http_port}{path}")
+        if self.users:
+            user, password = next(iter(self.users.items()))
+            token = base64.b64encode(f"{user}:{password}".encode()).decode()
+            request.add_header("Authorization", f"Basic {token}")
+        with urllib.request.urlopen(request, timeout=self._timeout) as answer:
             return bytes(answer.read())
 
     def _get_json(self, path: str) -> Any:

@@ -1,5 +1,5 @@
 """One node, two projects: two callers, two routes, two profiles; a research PACS (Orthanc over
-C-STORE) and a folder. Each instance reaches exactly its route's destinations, cleaned by its
+C-STORE), a folder and a second Orthanc over DICOMweb (STOW-RS). Each instance reaches exactly its route's destinations, cleaned by its
 route's profile, under its project's pseudonyms; a PACS that is down holds back no other
 destination; kill -9 in the middle of a fan-out loses nothing."""
 
@@ -23,16 +23,21 @@ pytestmark = [pytest.mark.e2e, pytest.mark.skipif(bool(unavailable("orthanc") or
 RETAIN_PATIENT_CHARACTERISTICS = "113108"  # CID 7050: an option of the TCIA profile, not of the Basic one
 
 
-def _two_routes(directory: Path, port: int, pacs: Orthanc, **settings: object) -> Path:
+def _two_routes(directory: Path, port: int, pacs: Orthanc, web: Orthanc | None = None) -> Path:
+    """Route `research` (TCIA profile, project alpha) to the PACS and the folder; route `teaching`
+    (Basic profile, project beta) to the folder and, given `web`, over STOW-RS to it."""
+    destinations: dict[str, object] = {
+        "pacs": {"ae_title": pacs.aet, "host": "127.0.0.1", "port": pacs.dicom_port},
+        "folder": {"kind": "folder", "path": str(directory / "outbox")},
+    }
+    if web is not None:
+        destinations["web"] = {"kind": "stow", "url": web.stow_url}
     return write_config(directory, port=port, pixels=False, workers=2, routes=[
         {"name": "research", "calling_ae_titles": ["MODALITY"], "profile": "tcia.yaml", "project": "alpha",
          "destinations": ["pacs", "folder"]},
         {"name": "teaching", "calling_ae_titles": ["TEACHING"], "profile": "basic.yaml", "project": "beta",
-         "destinations": ["folder"]},
-    ], destinations={
-        "pacs": {"ae_title": pacs.aet, "host": "127.0.0.1", "port": pacs.dicom_port},
-        "folder": {"kind": "folder", "path": str(directory / "outbox")},
-    }, forward={"backoff_initial_seconds": 0.1, "backoff_max_seconds": 0.5}, **settings)
+         "destinations": ["folder", *(["web"] if web is not None else [])]},
+    ], destinations=destinations, forward={"backoff_initial_seconds": 0.1, "backoff_max_seconds": 0.5})
 
 
 def _folder(config: Path, project: str) -> dict[str, pydicom.Dataset]:
@@ -50,12 +55,13 @@ def _method_codes(ds: pydicom.Dataset) -> set[str]:
     return {str(item.CodeValue) for item in ds.get("DeidentificationMethodCodeSequence", [])}
 
 
+@pytest.mark.skipif(bool(unavailable("orthanc-dicomweb")), reason="needs Orthanc's DICOMweb plugin")
 def test_each_route_reaches_its_destinations_with_its_profile_and_project_while_the_pacs_is_down(
         tmp_path: Path) -> None:
     files = write_series(tmp_path / "study", 4, patient_id="FAKE-ROUTES-1", name="ROUTESTEST^PATIENT")
-    with Orthanc() as pacs:
+    with Orthanc() as pacs, Orthanc(aet="WEB_PACS", dicomweb=True) as web:
         port = free_port()
-        config = _two_routes(tmp_path / "node", port, pacs)
+        config = _two_routes(tmp_path / "node", port, pacs, web)
         pacs.stop()
         with NodeProcess(config, port):
             storescu(files, port, called_ae="DEID_NODE", calling_ae="MODALITY")
@@ -63,6 +69,7 @@ def test_each_route_reaches_its_destinations_with_its_profile_and_project_while_
             # the folder gets everything while the PACS is down
             assert wait_until(lambda: len(_folder(config, "alpha")) == 4 and len(_folder(config, "beta")) == 4, 120)
             assert wait_until(lambda: job_counts(config).get("forwarded") == 4, 60)  # the teaching route's
+            assert web.count() == 4
             assert "waiting for pacs since" in deid_node(config, "status").stdout
             pacs.start()
             assert pacs.wait_for_count(4, timeout=120) == 4
@@ -73,7 +80,9 @@ def test_each_route_reaches_its_destinations_with_its_profile_and_project_while_
             exported = {project: deid_node(config, "export-mappings", "--project", project).stdout.splitlines()
                         for project in ("alpha", "beta")}
         in_pacs = {str(pacs.dataset(i).SOPInstanceUID): pacs.dataset(i) for i in pacs.instances()}
+        on_web = {str(web.dataset(i).SOPInstanceUID) for i in web.instances()}
     assert set(in_pacs) == set(alpha) and len(alpha) == len(beta) == 4
+    assert on_web == set(beta)
     assert not set(alpha) & set(beta)  # the same instances, unrelated UIDs per project
     [alpha_patient] = {ds.PatientID for ds in alpha.values()} | {ds.PatientID for ds in in_pacs.values()}
     [beta_patient] = {ds.PatientID for ds in beta.values()}

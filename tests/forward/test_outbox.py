@@ -13,10 +13,9 @@ import pytest
 
 from bench.sink import Sink
 from node.config import Destination, ForwardSettings
-from node.factory import StoreSCUSender
+from node.forward.dimse import DimseSender
 from node.forward.folder import FolderSender
 from node.forward.outbox import Forwarder
-from node.forward.scu import StoreSCU
 from node.forward.sender import CleanFile, Outcome, SendResult
 from node.persist.db import make_engine, make_session_factory, upgrade
 from node.persist.models import Job, JobState
@@ -70,7 +69,8 @@ class _Running:
         destination = Destination(ae_title=sink.ae_title, host="127.0.0.1", port=sink.port)
         settings = ForwardSettings(destination=destination, batch_size=4, timeout_seconds=10,
                                    idle_release_seconds=idle_release_seconds)
-        scu = StoreSCUSender("sink", StoreSCU(settings.calling_ae_title, destination, settings.timeout_seconds))
+        scu = DimseSender("sink", destination, calling_ae_title=settings.calling_ae_title,
+                          timeout=settings.timeout_seconds)
         self.forwarder = Forwarder(DeliveryStore(jobs._sessions, jobs.node), spool, "sink", scu, settings,
                                    lease_seconds=60, poll_seconds=0.05)
         self.stop = threading.Event()

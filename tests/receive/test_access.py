@@ -13,7 +13,8 @@ from pynetdicom.sop_class import Verification
 
 from node.config import Destination, TLSSettings, load_settings
 from node.factory import Node
-from node.forward.scu import StoreSCU
+from node.forward.dimse import DimseSender
+from node.forward.sender import CleanFile, Outcome
 from node.network import client_tls_context, server_tls_context
 from node.receive.scp import start_scp
 from tests.servers import free_port
@@ -88,13 +89,14 @@ def test_forwarding_over_tls_verifies_the_destination(tmp_path: Path, ca: TestCA
         sop_class = str(pydicom.dcmread(path, stop_before_pixels=True).SOPClassUID)
         trusted = TLSSettings(ca_certificates=ca.bundle, certificate=client.certificate,
                               private_key=client.private_key, server_hostname="localhost")
-        scu = StoreSCU("DEID_NODE", Destination(ae_title="RESEARCH_PACS", host="127.0.0.1", port=port, tls=trusted),
-                       timeout=10)
-        assert [r.stored for r in scu.send([(path, sop_class)])] == [True]
+        scu = DimseSender("pacs", Destination(ae_title="RESEARCH_PACS", host="127.0.0.1", port=port, tls=trusted),
+                          calling_ae_title="DEID_NODE", timeout=10)
+        assert [r.outcome for r in scu.send([CleanFile(path, sop_class)])] == [Outcome.DELIVERED]
         untrusting = trusted.model_copy(update={"ca_certificates": TestCA(tmp_path / "other").bundle})
-        scu = StoreSCU("DEID_NODE", Destination(ae_title="RESEARCH_PACS", host="127.0.0.1", port=port,
-                                                tls=untrusting), timeout=10)
-        assert [r.stored for r in scu.send([(path, sop_class)])] == [False]  # wrong CA: not sent
+        scu = DimseSender("pacs", Destination(ae_title="RESEARCH_PACS", host="127.0.0.1", port=port, tls=untrusting),
+                          calling_ae_title="DEID_NODE", timeout=10)
+        # wrong CA: not sent, and an outage to wait out (the operator fixes the trust), not a refusal
+        assert [r.outcome for r in scu.send([CleanFile(path, sop_class)])] == [Outcome.WAIT]
         assert len(received) == 1
     finally:
         scp.shutdown()

@@ -1,5 +1,10 @@
-"""A C-STORE SCU that keeps one association to the destination open across batches and says,
-per file, whether the destination took it.
+"""DICOM C-STORE destinations: one association kept open across batches, and for each file an
+outcome that tells a refusal for cause from an outage.
+
+    DimseSender(name: str, destination: DimseDestination, *, calling_ae_title: str, timeout: float)
+
+`name` is the destination's name in config (it appears in logs); `timeout` bounds association
+negotiation, each DIMSE response and the network's silence.
 
 The association is reused while it is established and has an accepted presentation context for
 every (SOP class, transfer syntax) pair of the next batch; a batch that needs another pair
@@ -10,6 +15,18 @@ noticed before the next batch and replaced.
 Files are sent from disk without being decoded, in the transfer syntax they are stored in:
 the file meta is read here (to learn the pair to negotiate) and pynetdicom streams the encoded
 dataset after it (STORE_SEND_CHUNKED_DATASET).
+
+Outcomes (see node.forward.sender; statuses in node.forward.status):
+- REFUSED when the destination refused the instance itself: its presentation context (SOP class
+  in that transfer syntax) was not accepted, or the C-STORE status says so (0xA9xx, 0xCxxx,
+  0x0122 ...), with the status and the destination's ErrorComment; also a clean file that cannot
+  be read (no resend can succeed).
+- WAIT for anything about the connection or the destination's state: nothing listens, a timeout,
+  an abort, an association rejected -- transient (busy) or permanent. A permanent rejection
+  names the association, not the instance (calling/called AE title not recognised is the DICOM
+  form of a wrong password): the operator fixes it and everything waiting goes through, with
+  nothing quarantined meanwhile. 0xA7xx out of resources is WAIT too.
+- DELIVERED for 0x0000 and the warnings that still mean stored.
 """
 
 from __future__ import annotations
@@ -23,29 +40,29 @@ import structlog
 from pydicom.filereader import read_file_meta_info
 from pynetdicom import AE, _config, build_context
 from pynetdicom.association import Association
-from pynetdicom.status import code_to_category
 
-from node.config import Destination
+from node.config import DimseDestination
+from node.forward.sender import CleanFile, Outcome, SendResult
+from node.forward.status import status_result, unreadable_file
 from node.network import client_tls_context, no_delay
 
 log = structlog.get_logger(__name__)
 
-# C-STORE warnings that still mean "stored" (PS3.4 B.2.3): coercion, elements discarded, mismatch.
-STORED_WARNINGS = frozenset({0xB000, 0xB006, 0xB007})
 MAX_CONTEXTS = 128  # presentation context IDs are the odd numbers 1 to 255
 
 Pair = tuple[str, str]  # (SOP class UID, transfer syntax UID)
 
+LOST = SendResult(Outcome.WAIT, "association lost")
+NO_RESPONSE = SendResult(Outcome.WAIT, "no response (timeout or association aborted)")
+UNREACHABLE = SendResult(Outcome.WAIT, "destination unreachable")
+# The destination accepted the association but none of the pairs proposed: each file is refused
+# with its own pair (see not_accepted).
+NONE_ACCEPTED = SendResult(Outcome.REFUSED, "no presentation context accepted")
 
-@dataclass(frozen=True)
-class SendResult:
-    stored: bool
-    detail: str  # PHI-free: a status code or a short reason
 
-
-NOT_ACCEPTED = SendResult(False, "not accepted by destination")
-LOST = SendResult(False, "association lost")
-NO_RESPONSE = SendResult(False, "no response (timeout or association aborted)")
+def not_accepted(pair: Pair) -> SendResult:
+    """The destination did not accept this SOP class in this transfer syntax (UIDs only: no PHI)."""
+    return SendResult(Outcome.REFUSED, f"presentation context not accepted: {pair[0]} in {pair[1]}")
 
 
 @dataclass(frozen=True)
@@ -62,15 +79,29 @@ class _File:
         return (self.sop_class, self.syntax)
 
 
-def _read_meta(path: Path, sop_class: str) -> _File | SendResult:
+def _read_meta(clean: CleanFile) -> _File | SendResult:
     """The file meta, for the pair to negotiate. The file's own SOP class is what is negotiated
     and sent; the job's stands in only where it lacks one."""
     try:
-        meta = read_file_meta_info(path)
-        return _File(path, str(meta.get("MediaStorageSOPClassUID") or sop_class),
+        meta = read_file_meta_info(clean.path)
+        return _File(clean.path, str(meta.get("MediaStorageSOPClassUID") or clean.sop_class_uid),
                      str(meta.MediaStorageSOPInstanceUID), str(meta.TransferSyntaxUID))
     except Exception as exc:  # noqa: BLE001 - a missing or damaged file fails alone, not its batch
-        return SendResult(False, f"unreadable file ({type(exc).__name__})")
+        return unreadable_file(exc)
+
+
+def _association_failure(assoc: Association) -> SendResult:
+    """Why no association was established: WAIT (see the module docstring), unless the destination
+    accepted it with none of the proposed presentation contexts (pynetdicom then aborts it)."""
+    answer = assoc.acceptor.primitive
+    if answer is not None and answer.result == 0x00 and not assoc.accepted_contexts:
+        return NONE_ACCEPTED
+    if assoc.is_rejected:
+        if answer is not None:
+            return SendResult(Outcome.WAIT, f"association rejected ({answer.result_str.lower()}, "
+                                            f"{answer.source_str.lower()}: {answer.reason_str.lower()})")
+        return SendResult(Outcome.WAIT, "association rejected")
+    return UNREACHABLE  # no connection, a timeout, or the peer aborted the negotiation
 
 
 class _Open:
@@ -94,12 +125,13 @@ class _Open:
         return self.alive and all(pair in self.contexts for pair in pairs)
 
 
-class StoreSCU:
-    """Sends batches of clean files to one destination. Not thread-safe: one forwarder loop uses it."""
+class DimseSender:
+    """Sends batches of clean files to one DICOM peer. Not thread-safe: one forwarder loop uses it."""
 
-    def __init__(self, calling_ae_title: str, destination: Destination, timeout: float) -> None:
+    def __init__(self, name: str, destination: DimseDestination, *, calling_ae_title: str, timeout: float) -> None:
         # Send the clean file's bytes as they are on disk: no parse of the dataset, no re-encoding.
         _config.STORE_SEND_CHUNKED_DATASET = True
+        self._name = name
         self.calling_ae_title = calling_ae_title
         self.destination = destination
         self.timeout = timeout
@@ -112,12 +144,12 @@ class StoreSCU:
 
     @property
     def name(self) -> str:
-        return f"{self.destination.ae_title}@{self.destination.host}:{self.destination.port}"
+        return self._name
 
-    def send(self, files: Sequence[tuple[Path, str]]) -> list[SendResult]:
-        """Send (path, sop_class_uid) pairs; one result per file, in order. Never raises for a
-        file or the destination: a failure is that file's result."""
-        read = [_read_meta(path, sop_class) for path, sop_class in files]
+    def send(self, files: Sequence[CleanFile]) -> list[SendResult]:
+        """One result per file, in order. Never raises for a file or the destination: a failure
+        is that file's result."""
+        read = [_read_meta(clean) for clean in files]
         batch = [item for item in read if isinstance(item, _File)]
         needed = list(dict.fromkeys(item.pair for item in batch))
         for pair in needed:
@@ -157,14 +189,11 @@ class StoreSCU:
         current = self._association_for(needed)
         results: dict[int, SendResult] = {}
         for item in batch:
-            if isinstance(current, SendResult):
-                results[id(item)] = current
-                continue
-            result = self._store(current, item)
+            result = self._store_on(current, item)
             if result is LOST and current is reused and not results:
                 self._forget("closed while idle")
                 current = self._associate(needed)
-                result = current if isinstance(current, SendResult) else self._store(current, item)
+                result = self._store_on(current, item)
             results[id(item)] = result
         if isinstance(current, _Open) and not current.alive:
             self._forget("lost during batch")
@@ -196,9 +225,12 @@ class StoreSCU:
                                    contexts=[build_context(*pair) for pair in proposed],
                                    ae_title=self.destination.ae_title, tls_args=tls_args)
         if not assoc.is_established:
-            reason = "association rejected" if assoc.is_rejected else "destination unreachable"
-            log.warning("association_failed", destination=self.name, reason=reason, contexts=len(proposed))
-            return SendResult(False, reason)
+            failure = _association_failure(assoc)
+            if failure is NONE_ACCEPTED:  # every pair rejected: none proposed again unless needed
+                for pair in proposed:
+                    self._recent.pop(pair, None)
+            log.warning("association_failed", destination=self.name, reason=failure.detail, contexts=len(proposed))
+            return failure
         no_delay(assoc)
         current = self._open = _Open(assoc, proposed)
         for pair in current.rejected:  # remembered: not proposed again unless a batch needs it
@@ -225,10 +257,18 @@ class StoreSCU:
         log.info(event, destination=self.name, reason=reason, instances=current.sent,
                  seconds=round(time.monotonic() - current.opened, 3))
 
+    def _store_on(self, current: _Open | SendResult, item: _File) -> SendResult:
+        """The file's result on the association, or on the failure to open one."""
+        if current is NONE_ACCEPTED:
+            return not_accepted(item.pair)
+        if isinstance(current, SendResult):
+            return current
+        return self._store(current, item)
+
     def _store(self, current: _Open, item: _File) -> SendResult:
         """One C-STORE of the file, streamed from disk by pynetdicom (STORE_SEND_CHUNKED_DATASET)."""
         if item.pair not in current.contexts:
-            return NOT_ACCEPTED
+            return not_accepted(item.pair)
         if not current.alive:
             return LOST
         started = time.monotonic()
@@ -237,7 +277,7 @@ class StoreSCU:
         except (OSError, ValueError) as exc:  # the file went away or broke after its meta was read
             if current.assoc.is_established:
                 current.assoc.abort()  # its command may be on the wire: the peer would wait for the rest
-            return SendResult(False, f"unreadable file ({type(exc).__name__})")
+            return unreadable_file(exc)
         current.last_used = time.monotonic()
         if not status or "Status" not in status:
             if current.last_used - started < self.timeout:  # no DIMSE timeout: the peer closed it
@@ -245,7 +285,4 @@ class StoreSCU:
                 return LOST
             return NO_RESPONSE
         current.sent += 1
-        code = int(status.Status)
-        if code == 0x0000 or code in STORED_WARNINGS:
-            return SendResult(True, f"0x{code:04X}")
-        return SendResult(False, f"status 0x{code:04X} ({code_to_category(code)})")
+        return status_result(int(status.Status), status.get("ErrorComment", ""))

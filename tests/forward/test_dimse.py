@@ -10,18 +10,23 @@ import json
 import re
 import subprocess
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from pydicom import Dataset
 from pydicom.data import get_testdata_file
+from pydicom.uid import ExplicitVRLittleEndian
+from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, evt
 from pynetdicom.dsutils import split_dataset
 from pynetdicom.events import Event
+from pynetdicom.sop_class import RTPlanStorage  # type: ignore[attr-defined]
 
 from bench.sink import Sink
 from node.config import Destination
-from node.forward.scu import StoreSCU
+from node.forward.dimse import DimseSender
+from node.forward.sender import CleanFile, Outcome
 from tests.nodeproc import wait_until
 from tests.servers import Orthanc, free_port, unavailable, wait_for_port
 from tests.synthetic import write_series
@@ -30,20 +35,25 @@ CT_IMAGE = "1.2.840.10008.5.1.4.1.1.2"
 # Other SOP classes and transfer syntaxes: RT Plan in implicit VR, RLE, JPEG-LS lossless.
 OTHERS = ("rtplan.dcm", "SC_rgb_rle.dcm", "MR_small_jpeg_ls_lossless.dcm")
 RLE = "SC_rgb_rle.dcm"  # dcmtk's storescp accepts uncompressed transfer syntaxes only, by default
+# What the destination's refusal of that pair reads (UIDs only): quarantined, not retried as an outage.
+RLE_REFUSED = ("refused: presentation context not accepted: 1.2.840.10008.5.1.4.1.1.7 "
+               "in 1.2.840.10008.1.2.5")
 
 
 def _testdata(name: str) -> Path:
     return Path(str(get_testdata_file(name)))
 
 
-def _scu(port: int, ae_title: str = "SINK", timeout: float = 10) -> StoreSCU:
-    return StoreSCU("DEID_NODE", Destination(ae_title=ae_title, host="127.0.0.1", port=port), timeout)
+def _scu(port: int, ae_title: str = "SINK", timeout: float = 10) -> DimseSender:
+    return DimseSender("peer", Destination(ae_title=ae_title, host="127.0.0.1", port=port),
+                       calling_ae_title="DEID_NODE", timeout=timeout)
 
 
-def _send(scu: StoreSCU, files: Sequence[Path]) -> list[str]:
-    """Each file's result detail: its status code when stored, else the reason."""
-    results = scu.send([(path, CT_IMAGE) for path in files])
-    return [result.detail if result.stored else f"failed: {result.detail}" for result in results]
+def _send(scu: DimseSender, files: Sequence[Path]) -> list[str]:
+    """Each file's result: its status code when delivered, else the outcome and the reason."""
+    results = scu.send([CleanFile(path, CT_IMAGE) for path in files])
+    return [result.detail if result.outcome is Outcome.DELIVERED else f"{result.outcome.value}: {result.detail}"
+            for result in results]
 
 
 def _batches(files: Sequence[Path], size: int) -> list[Sequence[Path]]:
@@ -59,6 +69,12 @@ def sink(tmp_path: Path) -> Iterator[Sink]:
 @pytest.fixture
 def ct(tmp_path: Path) -> list[Path]:
     return write_series(tmp_path / "ct", 18)
+
+
+@pytest.fixture(scope="module")
+def few_ct(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    """Eight CT files, written once for the tests that only read them."""
+    return write_series(tmp_path_factory.mktemp("ct"), 8)
 
 
 class AbortingSink(Sink):
@@ -123,8 +139,8 @@ def test_an_unreadable_file_fails_alone(sink: Sink, ct: list[Path], tmp_path: Pa
     details = _send(_scu(sink.port), [ct[0], tmp_path / "missing.dcm", not_dicom, ct[1]])
 
     assert details[0] == details[3] == "0x0000"
-    assert details[1] == "failed: unreadable file (FileNotFoundError)"
-    assert details[2].startswith("failed: unreadable file (")
+    assert details[1] == "refused: unreadable clean file (FileNotFoundError)"
+    assert details[2].startswith("refused: unreadable clean file (")
     assert sink.count == 2
 
 
@@ -133,7 +149,7 @@ def test_when_the_destination_is_down_every_file_fails_and_the_next_batch_gets_t
 ) -> None:
     port = free_port()  # nothing listens
     scu = _scu(port)
-    assert _send(scu, ct[:6]) == ["failed: destination unreachable"] * 6
+    assert _send(scu, ct[:6]) == ["wait: destination unreachable"] * 6
 
     with Sink(port, tmp_path / "sink") as sink:
         assert _send(scu, ct[6:12]) == ["0x0000"] * 6
@@ -166,7 +182,7 @@ def test_after_the_association_is_lost_mid_batch_the_rest_fail_and_the_next_batc
 ) -> None:
     scu = _scu(aborting.port)
     aborting.abort_in = 3
-    assert _send(scu, ct[:6]) == ["0x0000"] * 2 + ["failed: association lost"] * 4
+    assert _send(scu, ct[:6]) == ["0x0000"] * 2 + ["wait: association lost"] * 4
 
     assert _send(scu, ct[2:6]) == ["0x0000"] * 4  # the four lost ones again
     assert (aborting.associations, aborting.count) == (2, 6)
@@ -249,13 +265,92 @@ def test_a_pair_the_destination_rejects_fails_only_its_files_without_a_new_assoc
             return len(re.findall(r"Association Acknowledged", log.read_text()))
 
         details = _send(scu, [ct[0], rle, ct[1], rle, rle, ct[2]])
-        assert details == ["0x0000", *["failed: not accepted by destination"] * 1, "0x0000",
-                           *["failed: not accepted by destination"] * 2, "0x0000"]
+        assert details == ["0x0000", RLE_REFUSED, "0x0000",
+                           RLE_REFUSED, RLE_REFUSED, "0x0000"]
         assert _send(scu, ct[3:6]) == ["0x0000"] * 3  # the accepted pairs: same association
         assert associations() == 1
 
         # A later batch asks again (the destination may have been reconfigured): once for the batch.
-        assert _send(scu, [rle, ct[6], rle]) == ["failed: not accepted by destination", "0x0000",
-                                                 "failed: not accepted by destination"]
+        assert _send(scu, [rle, ct[6], rle]) == [RLE_REFUSED, "0x0000", RLE_REFUSED]
         assert associations() == 2
         assert len(list((tmp_path / "received").iterdir())) == 7
+
+
+@contextmanager
+def _peer(sop_classes: Sequence[str], store: Callable[[Event], object] | None = None,
+          **settings: object) -> Iterator[int]:
+    """A pynetdicom C-STORE SCP on a free port accepting only `sop_classes`; yields its port."""
+    ae = AE(ae_title="SINK")
+    for sop_class in sop_classes:
+        ae.add_supported_context(sop_class, ALL_TRANSFER_SYNTAXES)
+    for name, value in settings.items():
+        setattr(ae, name, value)
+    port = free_port()
+    handlers = [(evt.EVT_C_STORE, store or (lambda event: 0x0000))]
+    server = ae.start_server(("127.0.0.1", port), block=False, evt_handlers=handlers)
+    try:
+        yield port
+    finally:
+        server.shutdown()
+
+
+def test_a_peer_that_does_not_take_the_sop_class_refuses_those_files_for_cause_not_as_an_outage(
+    few_ct: list[Path]
+) -> None:
+    rtplan = _testdata(OTHERS[0])
+    ct_refused = f"refused: presentation context not accepted: {CT_IMAGE} in {ExplicitVRLittleEndian}"
+    with _peer([RTPlanStorage]) as port:
+        scu = _scu(port)
+        # An association that takes nothing proposed (pynetdicom aborts it): each file refused with its pair.
+        assert _send(scu, few_ct[:2]) == [ct_refused] * 2
+        # One that takes some: the others stored on it.
+        assert _send(scu, [few_ct[2], rtplan, few_ct[3]]) == [ct_refused, "0x0000", ct_refused]
+
+
+def test_each_c_store_status_is_delivered_waited_on_or_refused_with_the_destinations_comment(
+    few_ct: list[Path]
+) -> None:
+    answers = [(0xA900, "IOD does not match SOP class"), (0xC000, "cannot parse\ndataset"),
+               (0xA700, "disk full"), (0xB000, ""), (0x0122, ""), (0x0110, ""), (0x0111, ""), (0x0000, "")]
+    pending = list(answers)
+
+    def store(event: Event) -> Dataset:
+        code, comment = pending.pop(0)
+        status = Dataset()
+        status.Status = code
+        if comment:
+            status.ErrorComment = comment
+        return status
+
+    with _peer([CT_IMAGE], store) as port:
+        results = _scu(port).send([CleanFile(path, CT_IMAGE) for path in few_ct[:len(answers)]])
+
+    assert [(r.outcome, r.detail) for r in results] == [
+        (Outcome.REFUSED, "0xA900 Data Set Does Not Match SOP Class: IOD does not match SOP class"),
+        (Outcome.REFUSED, "0xC000 Cannot Understand: cannot parse dataset"),
+        (Outcome.WAIT, "0xA700 Refused: Out of Resources: disk full"),
+        (Outcome.DELIVERED, "0xB000 Coercion of Data Elements"),
+        (Outcome.REFUSED, "0x0122 Refused: SOP Class Not Supported"),
+        (Outcome.WAIT, "0x0110 Processing Failure"),
+        (Outcome.DELIVERED, "0x0111 Duplication SOP Instance"),
+        (Outcome.DELIVERED, "0x0000"),
+    ]
+
+
+def test_an_association_rejected_permanently_or_transiently_is_waited_on_with_the_reason(
+    few_ct: list[Path]
+) -> None:
+    with _peer([CT_IMAGE], require_calling_aet=["ANOTHER_NODE"]) as port:
+        [result] = _scu(port).send([CleanFile(few_ct[0], CT_IMAGE)])
+    # Our AE title unknown there: an operator fixes the peer's configuration; nothing is quarantined.
+    assert (result.outcome, result.detail) == (
+        Outcome.WAIT, "association rejected (rejected permanent, service user: calling ae title not recognised)")
+
+    with _peer([CT_IMAGE], maximum_associations=1) as port:
+        holder = _scu(port)
+        assert _send(holder, few_ct[:1]) == ["0x0000"]  # its association stays open: the peer is full
+        [result] = _scu(port).send([CleanFile(few_ct[1], CT_IMAGE)])
+        holder.close()
+    assert (result.outcome, result.detail) == (
+        Outcome.WAIT, "association rejected (rejected transient, service provider (presentation): "
+                      "local limit exceeded)")
