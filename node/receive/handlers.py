@@ -62,13 +62,13 @@ class StoreHandler:
             log.warning("store_refused", reason="cannot encode file", error=type(exc).__name__)
             return status(CANNOT_UNDERSTAND, "cannot read the received dataset")
         requestor = event.assoc.requestor
+        called_ae = str(requestor.primitive.called_ae_title or "").strip() or None  # for routes that match on it
         try:
             # The file is the head, then the dataset as received: written from pynetdicom's buffer
             # (Event.encoded_dataset would copy it twice, two more instances' worth of memory).
             with request.DataSet.getbuffer() as body:
                 job_id = self.admit((head, body), sop_class=sop_class, sop_instance=sop_instance,
-                                    calling_ae=requestor.ae_title,
-                                    called_ae=str(requestor.primitive.called_ae_title or "").strip() or None,
+                                    calling_ae=requestor.ae_title, called_ae=called_ae,
                                     source_host=requestor.address)
         except SpoolFull:
             log.error("store_refused", reason="spool full", bytes=size)
