@@ -1,4 +1,4 @@
-"""The one place that wires settings into engine, stores, de-identifier, SCP handler and SCU."""
+"""The one place that wires settings into engine, stores, de-identifiers, SCP handler and senders."""
 
 from __future__ import annotations
 
