@@ -5,6 +5,10 @@ never leaves one there.
 
 What goes wrong writing to a disk (full, read-only, permissions, a network mount away) is the
 folder's problem, not the instance's: WAIT, never REFUSED.
+
+Partial files are written under `<path>/.partial/` (the same file system, so the rename is atomic),
+never next to the finished ones; those a killed writer left behind are removed when a sender
+starts.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from pathlib import Path
 import pydicom
 
 from node.forward.sender import CleanFile, Outcome, SendResult
+from node.processes import pid_alive
 from node.receive.spool import _fsync_dir  # the spool's durable-rename step, the same here
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
@@ -30,10 +35,23 @@ def _component(value: str) -> str:
     return cleaned or "unknown"
 
 
+PARTIAL = ".partial"
+
+
 class FolderSender:
     def __init__(self, name: str, root: Path) -> None:
         self._name = name
         self.root = root
+        self._clear_dead_partials()
+
+    def _clear_dead_partials(self) -> None:
+        """Remove partial files whose writer (the pid in the name) is gone: never renamed into
+        place, never reported delivered."""
+        with contextlib.suppress(OSError):  # no folder yet, or not readable now: the writes will say so
+            for leftover in (self.root / PARTIAL).iterdir():
+                writer = leftover.name.rsplit(".", 2)[-2] if leftover.name.endswith(".part") else ""
+                if not (writer.isdigit() and pid_alive(int(writer))):
+                    leftover.unlink(missing_ok=True)
 
     @property
     def name(self) -> str:
@@ -67,8 +85,9 @@ class FolderSender:
             return SendResult(Outcome.WAIT, f"cannot read the clean file ({exc.strerror or type(exc).__name__})")
         except Exception as exc:  # noqa: BLE001 - a clean file pydicom cannot read: no retry helps
             return SendResult(Outcome.REFUSED, f"clean file unreadable ({type(exc).__name__})")
-        partial = target.with_name(f".{target.name}.{os.getpid()}.part")
+        partial = self.root / PARTIAL / f"{target.name}.{os.getpid()}.part"
         try:
+            partial.parent.mkdir(parents=True, exist_ok=True)
             target.parent.mkdir(parents=True, exist_ok=True)
             with open(item.path, "rb") as source, open(partial, "wb") as out:
                 shutil.copyfileobj(source, out, 1024 * 1024)

@@ -4,6 +4,9 @@ a refusal quarantines only that delivery."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -167,3 +170,14 @@ def test_a_folder_that_cannot_be_written_waits_and_never_refuses(tmp_path: Path)
     blocked.write_text("a file where the folder should be")
     [result] = FolderSender("folder", blocked).send([CleanFile(source, CT_IMAGE, project="p", patient="ANON-1")])
     assert result.outcome is Outcome.WAIT and "cannot write to the folder" in result.detail
+
+
+def test_a_folder_sender_removes_the_partial_files_of_dead_writers_only(tmp_path: Path) -> None:
+    dead = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                              text=True).stdout)
+    partials = tmp_path / "out" / ".partial"
+    partials.mkdir(parents=True)
+    (partials / f"a.dcm.{dead}.part").write_bytes(b"half")
+    (partials / f"b.dcm.{os.getpid()}.part").write_bytes(b"being written")
+    FolderSender("folder", tmp_path / "out")
+    assert sorted(p.name for p in partials.iterdir()) == [f"b.dcm.{os.getpid()}.part"]
