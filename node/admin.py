@@ -8,10 +8,14 @@ from node.factory import Node
 from node.persist.models import JobState
 
 
-def release(node: Node, job_ids: Collection[int] | None) -> int:
-    """Put quarantined jobs (all when `job_ids` is None) back through de-identification."""
+def release(node: Node, job_ids: Collection[int] | None, destination: str | None = None) -> int:
+    """Put quarantined jobs (all when `job_ids` is None; with `destination`, those whose delivery
+    there was refused) back through de-identification; only destinations that lack them get them."""
     jobs = node.jobs.jobs_in([JobState.QUARANTINED])
     chosen = [j for j in jobs if job_ids is None or j.id in job_ids]
+    if destination is not None:
+        refused_by = node.jobs.quarantined_destinations([j.id for j in chosen])
+        chosen = [j for j in chosen if destination in refused_by[j.id]]
     for job in chosen:
         if node.spool.path("quarantine", job.spool_file).exists():
             node.spool.move("quarantine", "incoming", job.spool_file)
@@ -30,7 +34,6 @@ def purge(node: Node, job_ids: Collection[int]) -> int:
     return purged
 
 
-def retry_failed(node: Node, job_ids: Collection[int] | None) -> int:
-    """Send failed jobs (all when `job_ids` is None) again now."""
-    return node.jobs.requeue(list(job_ids) if job_ids else None, from_states=[JobState.FAILED],
-                             to_state=JobState.CLEAN)
+def retry_waiting(node: Node, destination: str | None = None) -> int:
+    """Make every delivery that waits for a destination (all destinations when None) due now."""
+    return node.deliveries.make_due(destination)

@@ -43,9 +43,9 @@ class NodeContext:
         configure_logging(settings.logging.level, settings.logging.format, process="cli")
         return Node(settings)
 
-    def mappings(self) -> MappingStore:
-        """The mapping store, once the secret is known to be the one that wrote the database."""
-        store = self.node().mappings
+    def mappings(self, project: str) -> MappingStore:
+        """A project's mapping store, once the secret is known to be the one that wrote the database."""
+        store = self.node().project_mappings(project)
         _guard(store.verify_secret)
         return store
 
@@ -96,30 +96,69 @@ def _started(obj: NodeContext) -> Node:
 
 
 @cli.command()
+@click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--route", "route_name", required=True, help="The route every file takes (profile, project, destinations).")
+@pass_ctx
+def ingest(obj: NodeContext, directory: Path, route_name: str) -> None:
+    """Queue every DICOM file under DIRECTORY as if it had been received, on route ROUTE.
+
+    The running node (`serve` or `worker`) de-identifies and delivers them. Files that are not
+    DICOM, cannot be read or are too large are listed and skipped; instances already queued on
+    the route are counted as duplicates.
+    """
+    from node.receive.folder import Ingested, ingest_file
+
+    node = _started(obj)
+    route = _guard(lambda: node.settings.route(route_name))
+    handler = node.store_handler()
+    files = sorted(path for path in directory.rglob("*") if path.is_file())
+    counts = {outcome: 0 for outcome in Ingested}
+    skipped: list[tuple[Path, Ingested]] = []
+    with click.progressbar(files, label=f"ingesting on route {route.name}", file=sys.stderr) as bar:
+        for path in bar:
+            outcome = _guard(lambda: ingest_file(handler, path, route.name)).outcome
+            counts[outcome] += 1
+            if outcome not in (Ingested.QUEUED, Ingested.DUPLICATE):
+                skipped.append((path, outcome))
+    for path, outcome in skipped:
+        click.echo(f"skipped ({outcome.value}): {path}")
+    click.echo(", ".join(f"{outcome.value} {count}" for outcome, count in counts.items()))
+
+
+@cli.command()
 @pass_ctx
 def status(obj: NodeContext) -> None:
-    """Jobs per state, the oldest waiting job, and forward failures per destination."""
+    """Jobs per state, the oldest waiting job, and per destination: deliveries open, since when it
+    has been unreachable, deliveries quarantined."""
     node = obj.node()
     report = _guard(node.jobs.status)
     for state, count in report.by_state.items():
         click.echo(f"{state:<12} {count}")
     click.echo(f"oldest waiting: {report.oldest_waiting.isoformat() if report.oldest_waiting else '-'}")
-    for destination, count in report.failing_by_destination.items():
-        click.echo(f"failing to {destination}: {count}")
+    for destination, known in report.destinations.items():
+        if known.waiting_since is not None:
+            click.echo(f"waiting for {destination} since {known.waiting_since:%Y-%m-%dT%H:%M:%SZ}: "
+                       f"{known.pending} to deliver")
+        elif known.pending:
+            click.echo(f"delivering to {destination}: {known.pending} to deliver")
+        if known.quarantined:
+            click.echo(f"quarantined for {destination}: {known.quarantined}")
 
 
 @cli.command()
 @click.argument("job_ids", nargs=-1, type=int)
-@click.option("--all", "everything", is_flag=True, help="Every failed and quarantined job.")
+@click.option("--all", "everything", is_flag=True, help="Every waiting delivery and quarantined job.")
+@click.option("--destination", help="Only deliveries to (and jobs quarantined by) this destination.")
 @pass_ctx
-def retry(obj: NodeContext, job_ids: tuple[int, ...], everything: bool) -> None:
-    """Send failed jobs again now, and re-process quarantined ones."""
+def retry(obj: NodeContext, job_ids: tuple[int, ...], everything: bool, destination: str | None) -> None:
+    """Try waiting deliveries now, and re-process quarantined jobs (only destinations that lack
+    them get them again)."""
     if not job_ids and not everything:
         raise click.UsageError("name job ids, or --all")
     node = obj.node()
-    failed = _guard(lambda: admin.retry_failed(node, job_ids or None))
-    released = _guard(lambda: admin.release(node, job_ids or None))
-    click.echo(f"requeued {failed} failed, released {released} quarantined")
+    due = _guard(lambda: admin.retry_waiting(node, destination)) if everything else 0
+    released = _guard(lambda: admin.release(node, job_ids or None, destination))
+    click.echo(f"{due} waiting deliveries due now, released {released} quarantined")
 
 
 @cli.group()
@@ -128,11 +167,18 @@ def quarantine() -> None:
 
 
 @quarantine.command("list")
+@click.option("--destination", help="Only jobs a delivery to this destination quarantined.")
 @pass_ctx
-def quarantine_list(obj: NodeContext) -> None:
-    """One line per quarantined job: id, received, reason."""
-    for job in _guard(lambda: obj.node().jobs.jobs_in([JobState.QUARANTINED])):
-        click.echo(f"{job.id}\t{job.received_at:%Y-%m-%dT%H:%M:%S}\t{job.last_error}")
+def quarantine_list(obj: NodeContext, destination: str | None) -> None:
+    """One line per quarantined job: id, received, the destinations that quarantined it (- when
+    de-identification did), reason."""
+    node = obj.node()
+    jobs = _guard(lambda: node.jobs.jobs_in([JobState.QUARANTINED]))
+    refused_by = _guard(lambda: node.jobs.quarantined_destinations([job.id for job in jobs]))
+    for job in jobs:
+        names = refused_by[job.id]
+        if destination is None or destination in names:
+            click.echo(f"{job.id}\t{job.received_at:%Y-%m-%dT%H:%M:%S}\t{','.join(names) or '-'}\t{job.last_error}")
 
 
 @quarantine.command("show")
@@ -143,8 +189,8 @@ def quarantine_show(obj: NodeContext, job_id: int) -> None:
     job = _guard(lambda: obj.node().jobs.get(job_id))
     if job is None:
         raise click.ClickException(f"no job {job_id}")
-    for field in ("id", "state", "calling_ae", "sop_class_uid", "sop_instance_hash", "size_bytes", "attempts",
-                  "forward_attempts", "patient_pseudonym", "last_error", "received_at", "updated_at"):
+    for field in ("id", "state", "calling_ae", "called_ae", "route", "project", "sop_class_uid", "sop_instance_hash",
+                  "size_bytes", "attempts", "patient_pseudonym", "last_error", "received_at", "updated_at"):
         value = getattr(job, field)
         click.echo(f"{field}: {value.value if isinstance(value, JobState) else value}")
 
@@ -177,13 +223,15 @@ def quarantine_purge(obj: NodeContext, job_ids: tuple[int, ...], yes: bool) -> N
 @click.option("--study", metavar="UID", help="Only this study (original or new StudyInstanceUID).")
 @click.option("--output", "-o", type=click.Path(dir_okay=False, allow_dash=True, path_type=str), default="-",
               help="File to write, created owner-only (default: stdout).")
+@click.option("--project", default="default", show_default=True, help="Whose mappings (each project has its own).")
 @pass_ctx
-def export_mappings(obj: NodeContext, kind: str, patient: str | None, study: str | None, output: str) -> None:
+def export_mappings(obj: NodeContext, kind: str, patient: str | None, study: str | None, output: str,
+                    project: str) -> None:
     """Write a mapping as CSV, for the archive of the research project or for a scorer.
 
     The output re-identifies patients: keep it where the database is kept.
     """
-    store = obj.mappings()
+    store = obj.mappings(project)
     scope = _guard(lambda: store.scope(patient=patient, study=study))
     with _private_output(output) as out:
         count = _guard(lambda: export(store, kind, scope, out))
@@ -207,14 +255,15 @@ def _private_output(output: str) -> Iterator[TextIO]:
 
 @cli.command("import-patient-map")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, allow_dash=True, path_type=str))
+@click.option("--project", default="default", show_default=True, help="Whose mappings (each project has its own).")
 @pass_ctx
-def import_map(obj: NodeContext, file: str) -> None:
+def import_map(obj: NodeContext, file: str, project: str) -> None:
     """Import a patient map: CSV `id_old,id_new` with an optional `offset_days` column.
 
     Every row is checked first (shape, duplicates in the file, conflicts with the stored map);
     one bad row and nothing is imported. Missing offsets are derived as for any patient.
     """
-    store = obj.mappings()
+    store = obj.mappings(project)
     result = _guard(lambda: _import(store, file))
     click.echo(f"imported {result.imported} patients ({result.already_present} already present)")
 
@@ -232,13 +281,14 @@ def _import(store: MappingStore, file: str) -> ImportResult:
 
 @cli.command()
 @click.argument("value")
+@click.option("--project", default="default", show_default=True, help="Whose mappings (each project has its own).")
 @pass_ctx
-def lookup(obj: NodeContext, value: str) -> None:
+def lookup(obj: NodeContext, value: str, project: str) -> None:
     """Authorised re-identification: VALUE as an original or as a pseudonym / new UID.
 
     Prints CSV `kind,id_old,id_new,offset_days` for every patient and UID mapping that matches.
     """
-    store = obj.mappings()
+    store = obj.mappings(project)
     found = _guard(lambda: store.lookup(value))
     _guard(lambda: store.note_access("mapping_lookup", f"matches={len(found)}"))
     if not found:

@@ -14,7 +14,10 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator
+from pydantic import (BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator,
+                      model_validator)
+
+from node.deid.pseudonyms import DEFAULT_PROJECT
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config" / "node.yaml"
 SHIPPED_STORAGE_CLASSES = DEFAULT_CONFIG.parent / "storage-sop-classes.yaml"
@@ -134,10 +137,14 @@ DestinationSettings = Annotated[
 
 class ForwardSettings(_Strict):
     calling_ae_title: AETitle = "DEID_NODE"
-    destination: Destination
-    max_attempts: int = Field(default=8, ge=1)
+    destination: Destination | None = None  # the destination of a config without routes
+    # Accepted for configs written before deliveries; transport problems now wait (below) instead.
+    max_attempts: int | None = Field(default=None, ge=1)
     backoff_initial_seconds: float = Field(default=2.0, ge=0)
     backoff_max_seconds: float = Field(default=600.0, ge=0)
+    # A destination that cannot be reached is waited for (capped backoff) this long before its
+    # deliveries are quarantined: an outage is never, by itself, a reason to set an instance aside.
+    give_up_after_seconds: float = Field(default=7 * 24 * 3600.0, gt=0)
     batch_size: int = Field(default=32, ge=1)
     timeout_seconds: float = Field(default=30.0, gt=0)
     # Batches share one association, released after this long without work: an open one keeps
@@ -154,7 +161,7 @@ class WorkerSettings(_Strict):
 
 
 class DeidSettings(_Strict):
-    profile: Path
+    profile: Path | None = None  # the profile of a config without routes
     uid_root: str = Field(default="2.25", pattern=r"^[0-9]+(\.[0-9]+)*$")
     pseudonym_pattern: str = "ANON-{digest}"
     date_offset_min_days: int = -3650
@@ -197,6 +204,41 @@ class LogSettings(_Strict):
     format: str = Field(default="json", pattern="^(json|console)$")
 
 
+DEFAULT = DEFAULT_PROJECT  # the route and project of a config without routes
+Name = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
+
+
+class Route(_Strict):
+    """Which instances go where, cleaned how. A route takes an instance when every condition it
+    sets matches (an empty condition matches anything); the first route that takes it wins."""
+
+    name: Name
+    calling_ae_titles: tuple[AETitle, ...] = ()  # empty: any caller the node accepts
+    called_ae_title: AETitle | None = None
+    hosts: tuple[str, ...] = ()  # source addresses
+    modalities: tuple[str, ...] = ()
+    sop_classes: tuple[str, ...] = ()
+    profile: Path
+    pixel_policy: Path | None = None  # None: the pixel step is off on this route
+    project: Name = DEFAULT  # owns the pseudonyms, UIDs and date offsets of what this route takes
+    destinations: tuple[Name, ...] = Field(min_length=1)
+
+    def takes_caller(self, calling_ae: str, called_ae: str | None, host: str | None) -> bool:
+        """What is known at association: the caller, the title it called, its address."""
+        return ((not self.calling_ae_titles or calling_ae in self.calling_ae_titles)
+                and (self.called_ae_title is None or called_ae is None or called_ae == self.called_ae_title)
+                and (not self.hosts or host is None or host in self.hosts))
+
+    def takes_instance(self, modality: str, sop_class_uid: str) -> bool:
+        """What only the dataset says (decided by the worker)."""
+        return ((not self.modalities or modality in self.modalities)
+                and (not self.sop_classes or sop_class_uid in self.sop_classes))
+
+    @property
+    def needs_dataset(self) -> bool:
+        return bool(self.modalities or self.sop_classes)
+
+
 class Settings(_Strict):
     node_name: str = "deid-node"
     spool_dir: Path
@@ -204,13 +246,65 @@ class Settings(_Strict):
     secret_file: Path
     receive: ReceiveSettings = ReceiveSettings()
     workers: WorkerSettings = WorkerSettings()
-    forward: ForwardSettings
-    deid: DeidSettings
+    forward: ForwardSettings = ForwardSettings()
+    deid: DeidSettings = DeidSettings()
     pixels: PixelSettings = PixelSettings()
     web: WebSettings = WebSettings()
     quarantine: QuarantineSettings = QuarantineSettings()
+    destinations: dict[Name, DestinationSettings] = {}
+    routes: tuple[Route, ...] = ()
     logging: LogSettings = LogSettings()
     source: Path = Path("<defaults>")
+
+    @model_validator(mode="after")
+    def _one_route_or_routes(self) -> "Settings":
+        """A config without `routes` is one route named `default` (its callers, profile, pixel
+        policy and destination, project `default`), as every config was before routes."""
+        if not self.routes:
+            if self.deid.profile is None:
+                raise ValueError("deid.profile: required when there are no routes")
+            if self.forward.destination is None:
+                raise ValueError("forward.destination: required when there are no routes")
+            if DEFAULT in self.destinations:
+                raise ValueError(f"destinations.{DEFAULT}: the name is taken by forward.destination")
+            route = Route(name=DEFAULT, calling_ae_titles=tuple(c.ae_title for c in self.receive.allowed_callers),
+                          profile=self.deid.profile, pixel_policy=self.pixels.policy, destinations=(DEFAULT,))
+            return self.model_copy(update={"routes": (route,),
+                                           "destinations": {**self.destinations, DEFAULT: self.forward.destination}})
+        for field, given in (("receive.allowed_callers", self.receive.allowed_callers),
+                             ("deid.profile", self.deid.profile), ("pixels.policy", self.pixels.policy),
+                             ("forward.destination", self.forward.destination)):
+            if given:
+                raise ValueError(f"{field}: not used when there are routes (set it on each route)")
+        names = [route.name for route in self.routes]
+        for index, route in enumerate(self.routes):
+            if route.name in names[:index]:
+                raise ValueError(f"routes.{index}.name: duplicate route name {route.name!r}")
+            for unknown in (d for d in route.destinations if d not in self.destinations):
+                raise ValueError(f"routes.{index}.destinations: unknown destination {unknown!r}")
+        return self.model_copy(update={"receive": self.receive.model_copy(
+            update={"allowed_callers": _callers_of(self.routes)})})
+
+    def route(self, name: str) -> Route:
+        for route in self.routes:
+            if route.name == name:
+                return route
+        raise ConfigError(f"{self.source}: routes: no route named {name!r}")
+
+    def first_route(self, calling_ae: str, called_ae: str | None, host: str | None,
+                    dataset: tuple[str, str] | None = None) -> Route | None:
+        """The first route that takes an instance; `dataset` is (modality, SOP class), None
+        where only the caller is known (a route that also needs the dataset then counts)."""
+        for route in self.routes:
+            if route.takes_caller(calling_ae, called_ae, host) and (
+                    dataset is None or route.takes_instance(*dataset)):
+                return route
+        return None
+
+    @property
+    def routed_destinations(self) -> list[str]:
+        """The destinations some route sends to, each once, in config order."""
+        return list(dict.fromkeys(d for route in self.routes for d in route.destinations))
 
     def secret(self) -> bytes:
         """The node's master secret: DEID_SECRET, else the secret file, created on first use.
@@ -228,6 +322,19 @@ _ENV_OVERRIDES = {
 }
 
 
+def _callers_of(routes: tuple[Route, ...]) -> tuple[AllowedCaller, ...]:
+    """The callers the SCP accepts at association: every calling AE title some route names, each
+    bound to the union of its routes' hosts. A route that names no caller accepts any (empty)."""
+    if any(not route.calling_ae_titles for route in routes):
+        return ()
+    hosts: dict[str, set[str] | None] = {}
+    for route in routes:
+        for title in route.calling_ae_titles:
+            known = hosts.get(title, set())
+            hosts[title] = None if known is None or not route.hosts else known | set(route.hosts)
+    return tuple(AllowedCaller(ae_title=t, hosts=tuple(sorted(h or ()))) for t, h in hosts.items())
+
+
 def load_settings(path: Path | str | None = None) -> Settings:
     """Read, resolve and validate the settings file (DEID_CONFIG, else config/node.yaml)."""
     config_path = Path(path or os.environ.get("DEID_CONFIG") or DEFAULT_CONFIG).resolve()
@@ -243,7 +350,8 @@ def load_settings(path: Path | str | None = None) -> Settings:
         settings = Settings.model_validate(raw)
     except ValidationError as exc:
         problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}".removeprefix(": ").replace("Value error, ", "")
+            for err in exc.errors()
         )
         raise ConfigError(f"{config_path}: {problems}") from exc
     return _resolve_paths(settings, config_path.parent)
@@ -269,9 +377,6 @@ def _resolve_paths(settings: Settings, base: Path) -> Settings:
     url = settings.database_url
     if url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
         url = "sqlite:///" + str(resolve(Path(url.removeprefix("sqlite:///"))))
-    pixels = settings.pixels
-    if pixels.policy is not None:
-        pixels = pixels.model_copy(update={"policy": resolve(pixels.policy)})
 
     def resolve_tls(tls: TLSSettings | None) -> TLSSettings | None:
         if tls is None:
@@ -279,18 +384,35 @@ def _resolve_paths(settings: Settings, base: Path) -> Settings:
         fields = ("certificate", "private_key", "ca_certificates")
         return tls.model_copy(update={f: resolve(getattr(tls, f)) for f in fields if getattr(tls, f) is not None})
 
-    destination = settings.forward.destination
+    def resolve_destination(destination: DestinationSettings) -> DestinationSettings:
+        if isinstance(destination, DimseDestination):
+            return destination.model_copy(update={"tls": resolve_tls(destination.tls)})
+        if isinstance(destination, FolderDestination):
+            return destination.model_copy(update={"path": resolve(destination.path)})
+        auth = destination.auth
+        if auth is not None:
+            auth = auth.model_copy(update={f: resolve(getattr(auth, f)) for f in ("password_file", "bearer_token_file")
+                                           if getattr(auth, f) is not None})
+        ca = resolve(destination.ca_certificates) if destination.ca_certificates is not None else None
+        return destination.model_copy(update={"auth": auth, "ca_certificates": ca})
+
+    routes = tuple(route.model_copy(update={
+        "profile": resolve(route.profile),
+        "pixel_policy": resolve(route.pixel_policy) if route.pixel_policy is not None else None})
+        for route in settings.routes)
     return settings.model_copy(
         update={
             "receive": settings.receive.model_copy(update={"tls": resolve_tls(settings.receive.tls),
                                                            "storage_classes": resolve(settings.receive.storage_classes)}),
-            "forward": settings.forward.model_copy(update={
-                "destination": destination.model_copy(update={"tls": resolve_tls(destination.tls)})}),
             "spool_dir": resolve(settings.spool_dir),
             "secret_file": resolve(settings.secret_file),
             "database_url": url,
-            "deid": settings.deid.model_copy(update={"profile": resolve(settings.deid.profile)}),
-            "pixels": pixels,
+            "routes": routes,
+            "deid": settings.deid.model_copy(update={"profile": resolve(settings.deid.profile)
+                                                     if settings.deid.profile is not None else None}),
+            "pixels": settings.pixels.model_copy(update={"policy": resolve(settings.pixels.policy)
+                                                         if settings.pixels.policy is not None else None}),
+            "destinations": {name: resolve_destination(d) for name, d in settings.destinations.items()},
             "web": settings.web.model_copy(update={"admin_token_file": resolve(settings.web.admin_token_file)}),
         }
     )

@@ -1,6 +1,6 @@
-"""Runs the node: the SCP in this process, de-identification workers, the forwarder and (when
-web.enabled) the administrator's page as child processes, restarted if they die.
-SIGTERM/SIGINT stop everything after the current job.
+"""Runs the node: the SCP in this process, de-identification workers, one forwarder per
+destination and (when web.enabled) the administrator's page as child processes, restarted if they
+die. SIGTERM/SIGINT stop everything after the current job.
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ from node.receive.sweep import purge_expired_quarantine, sweep_spool
 
 log = structlog.get_logger(__name__)
 
-ROLES = ("deid", "forward", "web")
+FORWARD = "forward:"  # the role of a destination's forwarder: FORWARD + its name
+WEB = "web"
 
 
 def _stop_on_signals() -> threading.Event:
@@ -43,14 +44,14 @@ def child_main(config_path: str, role: str) -> None:
     stop = _stop_on_signals()
     _stop_when_orphaned(stop)
     node = Node(settings)
-    if role == "web":
+    if role == WEB:
         from node.web.server import serve_web
 
         serve_web(node, stop)
         return
     if role == "deid":
         _one_thread_each()
-    loop = node.deid_worker() if role == "deid" else node.forwarder()
+    loop = node.deid_worker() if role == "deid" else node.forwarder(role.removeprefix(FORWARD))
     loop.run(stop)
 
 
@@ -78,11 +79,11 @@ def _stop_when_orphaned(stop: threading.Event) -> None:
 
 
 class Supervisor:
-    """Keeps `count` deid workers, one forwarder and, when asked, the web page alive."""
+    """Keeps `count` deid workers, one forwarder per destination and, when asked, the web page alive."""
 
-    def __init__(self, config_path: Path, deid_workers: int, *, web: bool = False) -> None:
+    def __init__(self, config_path: Path, deid_workers: int, destinations: list[str], *, web: bool = False) -> None:
         self.config_path = str(config_path)
-        self.wanted = {"deid": deid_workers, "forward": 1, "web": int(web)}
+        self.wanted = {"deid": deid_workers, **{FORWARD + name: 1 for name in destinations}, WEB: int(web)}
         self.context = multiprocessing.get_context("spawn")
         self.children: list[tuple[str, BaseProcess]] = []
 
@@ -140,17 +141,19 @@ def run(node: Node, *, with_scp: bool, deid_workers: int) -> None:
     released = node.jobs.release_dead_owners()
     if released:
         log.warning("released_stale_jobs", count=released)
-    node.deidentifier()  # fail fast here on a malformed profile or pixel policy, not in every child
+    node.check_routes()  # fail fast here on a malformed profile, pixel policy or destination, not in every child
     stop = _stop_on_signals()
     server = None
     retention = None
     if with_scp:  # the node that receives owns its spool: only it sweeps and purges it
         from node.receive.scp import start_scp
 
-        sweep_spool(node.spool, node.jobs, node.derivation)
+        routes = node.settings.routes
+        sweep_spool(node.spool, node.jobs, node.derivation, routes[0].name if len(routes) == 1 else None)
         retention = QuarantineRetention(node)
         server = start_scp(node.settings.receive, node.store_handler())
-    supervisor = Supervisor(node.settings.source, deid_workers, web=with_scp and node.settings.web.enabled)
+    supervisor = Supervisor(node.settings.source, deid_workers, node.settings.routed_destinations,
+                            web=with_scp and node.settings.web.enabled)
     try:
         while not stop.is_set():
             supervisor.reconcile()

@@ -18,10 +18,13 @@ REPO = Path(__file__).resolve().parent.parent
 SECRET = "test-secret-not-for-production"
 
 
-def write_config(directory: Path, *, port: int, dest_port: int, dest_aet: str = "RESEARCH_PACS",
+def write_config(directory: Path, *, port: int, dest_port: int = 0, dest_aet: str = "RESEARCH_PACS",
                  database_url: str | None = None, workers: int = 1, pixels: bool = True,
-                 profile: str = "tcia.yaml", **overrides: Any) -> Path:
-    """A node config under `directory`, pointing at the repository's profiles and policies."""
+                 profile: str = "tcia.yaml", routes: list[dict[str, Any]] | None = None,
+                 **overrides: Any) -> Path:
+    """A node config under `directory`, pointing at the repository's profiles and policies: one
+    destination (`dest_port`), or `routes` (profile and pixel_policy given as names of files in
+    config/ and config/profiles/) and the `destinations` they name."""
     directory.mkdir(parents=True, exist_ok=True)
     config: dict[str, Any] = {
         "node_name": overrides.pop("node_name", "test-node"),
@@ -44,6 +47,13 @@ def write_config(directory: Path, *, port: int, dest_port: int, dest_aet: str = 
         },
         "logging": {"level": "INFO", "format": "json"},
     }
+    if routes is not None:
+        for key, section in (("allowed_callers", "receive"), ("profile", "deid"), ("policy", "pixels"),
+                             ("destination", "forward")):
+            del config[section][key]
+        config["routes"] = [{**route, "profile": str(REPO / "config" / "profiles" / route["profile"]),
+                             **({"pixel_policy": str(REPO / "config" / route["pixel_policy"])}
+                                if route.get("pixel_policy") else {})} for route in routes]
     for key, value in overrides.items():
         if isinstance(value, dict):
             config.setdefault(key, {}).update(value)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 import stat
 import subprocess
 import sys
@@ -22,6 +23,7 @@ from node.cli import cli
 from node.config import load_settings
 from node.factory import Node
 from node.persist.models import JobState
+from node.queue.deliveries import Waiting
 from tests.nodeproc import REPO, SECRET, deid_node, node_env
 from tests.persist.test_mappings import CT, MR, STUDY, Seen, deidentify
 from tests.servers import free_port, unavailable
@@ -238,20 +240,22 @@ def test_quarantine_list_show_release_and_purge(run: Run, node: Node) -> None:
     assert "no job" in _error(run("quarantine", "show", str(job)))
 
 
-def test_status_and_retry_of_a_failed_forward(run: Run, node: Node) -> None:
+def test_status_says_since_when_a_destination_is_waited_for_and_retry_makes_it_due(run: Run, node: Node) -> None:
     job = node.jobs.enqueue(spool_file="x.dcm", calling_ae="MODALITY", sop_class_uid="1.2.840.10008.5.1.4.1.1.7",
                             sop_instance_hash="1" * 64, size_bytes=1)
     node.jobs.claim(JobState.PROCESSING, "w:1", 60)
-    node.jobs.mark_clean(job, "w:1", new_sop_instance_uid="2.25.1", patient_pseudonym="ANON-TEST", detail="")
-    node.jobs.claim(JobState.FORWARDING, "f:1", 60)
-    node.jobs.retry_later(job, "f:1", state=JobState.FAILED, error="association rejected", delay_seconds=3600,
-                          destination="RESEARCH_PACS@127.0.0.1")
+    node.jobs.mark_clean(job, "w:1", new_sop_instance_uid="2.25.1", patient_pseudonym="ANON-TEST", detail="",
+                         route="default", project="default", destinations=["default"])
+    [delivery] = node.deliveries.claim("default", "f:1", 60, 10)
+    node.deliveries.settle("default", "f:1", delivered=[], waiting=[Waiting(delivery, "association rejected", 3600)],
+                           refused=[])
     status = run("status").stdout
-    assert "failed       1" in status and "failing to RESEARCH_PACS@127.0.0.1: 1" in status
+    assert "clean        1" in status
+    assert re.search(r"^waiting for default since \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ: 1 to deliver$", status, re.M)
     assert "oldest waiting: -" not in status
     assert run("retry").exit_code == 2  # names no job
-    assert "requeued 1 failed" in run("retry", "--all").stdout
-    assert "clean        1" in run("status").stdout
+    assert "1 waiting deliveries due now" in run("retry", "--all", "--destination", "default").stdout
+    assert [d.id for d in node.deliveries.claim("default", "f:1", 60, 10)] == [delivery.id]
 
 
 def test_an_unreachable_database_is_one_clear_line(node_config) -> None:  # type: ignore[no-untyped-def]

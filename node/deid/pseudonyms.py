@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 MAX_UID_LENGTH = 64
+DEFAULT_PROJECT = "default"
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,16 @@ class KeyedDerivation:
         self.pseudonym_pattern = pseudonym_pattern
         self.offset_min_days = offset_min_days
         self.offset_max_days = offset_max_days
+
+    def for_project(self, project: str) -> "KeyedDerivation":
+        """The derivation of one project: keyed by an HMAC of the project's name under the node
+        secret, so the same patient gets unrelated pseudonyms, UIDs and offsets in two projects.
+        Project `default` keeps the node secret itself: what was derived before projects stays valid."""
+        if project == DEFAULT_PROJECT:
+            return self
+        key = hmac.new(self._secret, f"project\x00{project}".encode(), hashlib.sha256).hexdigest().encode()
+        return KeyedDerivation(key, uid_root=self.uid_root, pseudonym_pattern=self.pseudonym_pattern,
+                               offset_min_days=self.offset_min_days, offset_max_days=self.offset_max_days)
 
     def digest(self, purpose: str, value: str) -> bytes:
         return hmac.new(self._secret, f"{purpose}\x00{value}".encode(), hashlib.sha256).digest()

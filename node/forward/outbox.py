@@ -1,81 +1,110 @@
-"""The forwarder loop: claims clean jobs in batches, sends them, settles each one.
+"""The forwarder loop of one destination: claims that destination's due deliveries in batches,
+hands them to its Sender, settles each by the outcome.
 
-Batches follow each other on one association, released once the loop has had no work for
+DELIVERED settles the delivery (and, when it was the job's last, deletes the spool copies).
+WAIT is a transport problem: the delivery is due again after a capped exponential backoff, for as
+long as `forward.give_up_after_seconds` since its first WAIT, and resumes by itself when the
+destination is back; only that age limit, or REFUSED (the destination refused this instance for
+cause), quarantines, and then only this delivery.
+
+Batches follow each other on one connection, released once the loop has had no work for
 `forward.idle_release_seconds`, and when it stops.
-
-A success deletes the spool copies; a failure waits with exponential backoff; after the
-configured number of tries the job goes to quarantine (the dead letter), where `retry` can
-send it again later.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from datetime import datetime
 
 import structlog
 
 from node.config import ForwardSettings
-from node.forward.sender import CleanFile, Sender
-from node.persist.models import JobState
+from node.forward.sender import CleanFile, Outcome, Sender
+from node.persist.models import JobState, utcnow
 from node.processes import poll
-from node.queue.store import JobStore, worker_identity
+from node.queue.deliveries import ClaimedDelivery, DeliveryStore, FinishedJob, Refused, Waiting
+from node.queue.store import worker_identity
 from node.receive.spool import Spool
 
 log = structlog.get_logger(__name__)
 
 
 class Forwarder:
-    def __init__(self, jobs: JobStore, spool: Spool, scu: Sender, settings: ForwardSettings, *,
-                 lease_seconds: float, poll_seconds: float) -> None:
-        self.jobs = jobs
+    def __init__(self, deliveries: DeliveryStore, spool: Spool, destination: str, sender: Sender,
+                 settings: ForwardSettings, *, lease_seconds: float, poll_seconds: float) -> None:
+        self.deliveries = deliveries
         self.spool = spool
-        self.scu = scu
+        self.destination = destination
+        self.sender = sender
         self.settings = settings
         self.lease_seconds = lease_seconds
         self.poll_seconds = poll_seconds
         self.owner = worker_identity()
 
     def run(self, stop: threading.Event) -> None:
-        log.info("forwarder_started", owner=self.owner, destination=self.scu.name)
+        log.info("forwarder_started", owner=self.owner, destination=self.destination)
         try:
             poll(self.run_once, stop, self.poll_seconds)
         finally:
-            self.scu.close()
+            self.sender.close()
 
     def backoff(self, attempts: int) -> float:
         return min(self.settings.backoff_max_seconds, self.settings.backoff_initial_seconds * 2.0 ** attempts)
 
     def run_once(self) -> bool:
-        batch = self.jobs.claim(JobState.FORWARDING, self.owner, self.lease_seconds, self.settings.batch_size)
+        batch = self.deliveries.claim(self.destination, self.owner, self.lease_seconds, self.settings.batch_size)
         if not batch:
-            self.scu.release_if_idle(time.monotonic(), self.settings.idle_release_seconds)
+            self.sender.release_if_idle(time.monotonic(), self.settings.idle_release_seconds)
             return False
-        files = [CleanFile(self.spool.path("clean", job.spool_file), job.sop_class_uid) for job in batch]
         started = time.perf_counter()
-        results = self.scu.send(files)
+        results = self.sender.send([self._clean_file(d) for d in batch])
         sent = time.perf_counter()
-        stored = []
-        for job, result in zip(batch, results, strict=True):
-            if result.stored:
-                stored.append((job, result))
-            elif job.forward_attempts + 1 >= self.settings.max_attempts:
-                reason = f"forward failed {job.forward_attempts + 1} times: {result.detail}"
-                if self.jobs.quarantine(job.id, self.owner, reason):
-                    self.spool.quarantine(job.spool_file)
-                    log.warning("quarantined", job=job.id, reason=reason)
+        now = utcnow()
+        delivered, waiting, refused = [], [], []
+        for delivery, result in zip(batch, results, strict=True):
+            if result.outcome is Outcome.DELIVERED:
+                delivered.append(delivery)
+            elif result.outcome is Outcome.REFUSED:
+                refused.append(Refused(delivery, f"refused by {self.destination}: {result.detail}"))
+            elif self._waited_too_long(delivery, now):
+                refused.append(Refused(delivery, f"{self.destination} unreachable for more than "
+                                                 f"{self.settings.give_up_after_seconds:g} s: {result.detail}"))
             else:
-                delay = self.backoff(job.forward_attempts)
-                self.jobs.retry_later(job.id, self.owner, state=JobState.FAILED, error=result.detail,
-                                      delay_seconds=delay, destination=self.scu.name)
-                log.warning("forward_retry", job=job.id, reason=result.detail, delay=delay)
-        forwarded = self.jobs.mark_forwarded([job.id for job, _ in stored], self.owner, self.scu.name)
-        for job, result in stored:
-            if job.id in forwarded:
-                self.spool.remove("clean", job.spool_file)
-                self.spool.remove("incoming", job.spool_file)
-                log.info("forwarded", job=job.id, patient=job.patient_pseudonym, status=result.detail)
-        settled = time.perf_counter()
-        log.info("forward_batch", count=len(batch), stored=sum(r.stored for r in results),
-                 send_seconds=round(sent - started, 4), settle_seconds=round(settled - sent, 4))
+                waiting.append(Waiting(delivery, result.detail, self.backoff(delivery.attempts)))
+        finished = self.deliveries.settle(self.destination, self.owner, delivered=delivered, waiting=waiting,
+                                          refused=refused)
+        for job in finished:
+            self._tidy_spool(job)
+        if waiting:
+            log.warning("destination_waiting", destination=self.destination, count=len(waiting),
+                        reason=waiting[0].error, delay=waiting[0].delay_seconds)
+        log.info("forward_batch", destination=self.destination, count=len(batch), delivered=len(delivered),
+                 waiting=len(waiting), refused=len(refused), send_seconds=round(sent - started, 4),
+                 settle_seconds=round(time.perf_counter() - sent, 4))
         return True
+
+    def _clean_file(self, delivery: ClaimedDelivery) -> CleanFile:
+        return CleanFile(self.spool.path("clean", delivery.spool_file), delivery.sop_class_uid,
+                         project=delivery.project, patient=delivery.patient_pseudonym,
+                         sop_instance_uid=delivery.new_sop_instance_uid)
+
+    def _waited_too_long(self, delivery: ClaimedDelivery, now: datetime) -> bool:
+        since = delivery.waiting_since
+        if since is None:
+            return False
+        if since.tzinfo is None:
+            since = since.replace(tzinfo=now.tzinfo)
+        return (now - since).total_seconds() >= self.settings.give_up_after_seconds
+
+    def _tidy_spool(self, job: FinishedJob) -> None:
+        """Every destination has the job: its spool copies go. Some destination quarantined it:
+        the original is set aside with the job (a release de-identifies it again, and only the
+        destinations that lack it get it)."""
+        if job.state is JobState.FORWARDED:
+            self.spool.remove("clean", job.spool_file)
+            self.spool.remove("incoming", job.spool_file)
+            log.info("forwarded", job=job.id)
+        else:
+            self.spool.quarantine(job.spool_file)
+            log.warning("quarantined", job=job.id, reason=job.reason)

@@ -188,5 +188,6 @@ def _conflict(row: MapRow, same_original: Patient | None, same_pseudonym: Patien
 
 def _record(store: MappingStore, row: MapRow, key: str) -> dict[str, object]:
     offset = row.offset_days if row.offset_days is not None else store.derivation.date_offset_days(row.original)
-    return dict(original_hash=key, original_encrypted=store.cipher.encrypt(row.original), pseudonym=row.pseudonym,
+    return dict(project=store.project, original_hash=key, original_encrypted=store.cipher.encrypt(row.original),
+                pseudonym=row.pseudonym,
                 date_offset_days=offset, source="imported")

@@ -20,7 +20,7 @@ from sqlalchemy import Engine, or_, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from node.deid.pseudonyms import KeyedDerivation, MappingsUnavailable, PatientPseudonym
+from node.deid.pseudonyms import DEFAULT_PROJECT, KeyedDerivation, MappingsUnavailable, PatientPseudonym
 from node.persist.db import insert_ignoring_conflicts
 from node.persist.models import AuditEvent, Patient, UidMapping
 
@@ -102,11 +102,16 @@ _RECORDED_UIDS_LIMIT = 200_000
 
 
 class MappingStore:
-    """Reads and records mappings; each call owns its short transaction."""
+    """Reads and records one project's mappings; each call owns its short transaction.
 
-    def __init__(self, sessions: sessionmaker[Session], derivation: KeyedDerivation, cipher: OriginalCipher):
+    `derivation` is the project's (KeyedDerivation.for_project): its keyed hashes index the
+    project's rows, so a row of another project is never found through them either."""
+
+    def __init__(self, sessions: sessionmaker[Session], derivation: KeyedDerivation, cipher: OriginalCipher,
+                 project: str = DEFAULT_PROJECT):
         self.sessions = sessions
         self._engine: Engine = sessions.kw["bind"]
+        self.project = project
         self.derivation = derivation
         self.cipher = cipher
         self._patients: dict[str, PatientPseudonym] = {}
@@ -124,19 +129,20 @@ class MappingStore:
         if cached is not None:
             return cached
         key = self.patient_hash(original_id)
+        mine = (Patient.original_hash == key, Patient.project == self.project)
         with self.sessions.begin() as session:
-            row = session.scalars(select(Patient).where(Patient.original_hash == key)).one_or_none()
+            row = session.scalars(select(Patient).where(*mine)).one_or_none()
             if row is None:
                 derived = self.derivation.patient(original_id)
                 insert_ignoring_conflicts(
                     session,
                     Patient,
-                    [dict(original_hash=key, original_encrypted=self.cipher.encrypt(original_id),
+                    [dict(project=self.project, original_hash=key, original_encrypted=self.cipher.encrypt(original_id),
                           pseudonym=derived.patient_id, date_offset_days=derived.date_offset_days,
                           source="derived")],
                     None,
                 )
-                row = session.scalars(select(Patient).where(Patient.original_hash == key)).one_or_none()
+                row = session.scalars(select(Patient).where(*mine)).one_or_none()
             if row is None:
                 raise MappingError("the derived pseudonym already belongs to another patient (an imported map)")
             result = PatientPseudonym(row.pseudonym, row.pseudonym, row.date_offset_days)
@@ -155,7 +161,7 @@ class MappingStore:
         if not new_pairs:
             return
         rows = sorted(
-            (dict(original_hash=self.uid_hash(old), original_encrypted=self.cipher.encrypt(old), new_uid=new,
+            (dict(project=self.project, original_hash=self.uid_hash(old), original_encrypted=self.cipher.encrypt(old), new_uid=new,
                   patient_pseudonym=patient, study_uid=study) for old, new in new_pairs.items()),
             key=lambda row: row["original_hash"],
         )
@@ -188,12 +194,12 @@ class MappingStore:
     def lookup(self, value: str) -> list[Found]:
         """Both directions at once: `value` as an original or as a pseudonym / new UID."""
         with self.sessions() as session:
-            patients = session.scalars(select(Patient).where(
-                or_(Patient.pseudonym == value, Patient.original_hash == self.patient_hash(value))))
+            patients = session.scalars(select(Patient).where(Patient.project == self.project, or_(
+                Patient.pseudonym == value, Patient.original_hash == self.patient_hash(value))))
             found = [Found("patient", self.cipher.decrypt(p.original_encrypted), p.pseudonym, p.date_offset_days)
                      for p in patients]
-            uids = session.scalars(select(UidMapping).where(
-                or_(UidMapping.new_uid == value, UidMapping.original_hash == self.uid_hash(value))))
+            uids = session.scalars(select(UidMapping).where(UidMapping.project == self.project, or_(
+                UidMapping.new_uid == value, UidMapping.original_hash == self.uid_hash(value))))
             found += [Found("uid", self.cipher.decrypt(u.original_encrypted), u.new_uid) for u in uids]
         return found
 
@@ -203,20 +209,21 @@ class MappingStore:
             raise MappingError("choose one patient or one study, not both")
         with self.sessions() as session:
             if patient is not None:
-                if session.scalar(select(Patient.id).where(Patient.pseudonym == patient)) is None:
+                if session.scalar(select(Patient.id).where(Patient.project == self.project,
+                                                           Patient.pseudonym == patient)) is None:
                     raise UnknownMapping(f"no patient has the pseudonym {patient!r}")
                 return Scope(patient=patient)
             if study is None:
                 return Scope()
-            new = session.scalar(select(UidMapping.new_uid).where(
-                or_(UidMapping.new_uid == study, UidMapping.original_hash == self.uid_hash(study))))
+            new = session.scalar(select(UidMapping.new_uid).where(UidMapping.project == self.project, or_(
+                UidMapping.new_uid == study, UidMapping.original_hash == self.uid_hash(study))))
             if new is None or session.scalar(select(UidMapping.id).where(UidMapping.study_uid == new).limit(1)) is None:
                 raise UnknownMapping("no study with that StudyInstanceUID is recorded")
             return Scope(study=new)
 
     def patient_rows(self, scope: Scope = Scope()) -> Iterator[PatientRow]:
         """(original id, pseudonym, date offset) per patient, for export."""
-        query = select(Patient).order_by(Patient.id)
+        query = select(Patient).where(Patient.project == self.project).order_by(Patient.id)
         if scope.patient is not None:
             query = query.where(Patient.pseudonym == scope.patient)
         if scope.study is not None:
@@ -227,7 +234,7 @@ class MappingStore:
                 yield PatientRow(self.cipher.decrypt(row.original_encrypted), row.pseudonym, row.date_offset_days)
 
     def uid_rows(self, scope: Scope = Scope()) -> Iterator[MappingRow]:
-        query = select(UidMapping).order_by(UidMapping.id)
+        query = select(UidMapping).where(UidMapping.project == self.project).order_by(UidMapping.id)
         if scope.patient is not None:
             query = query.where(UidMapping.patient_pseudonym == scope.patient)
         if scope.study is not None:

@@ -13,15 +13,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
-from sqlalchemy import Engine, Integer, Update, bindparam, func, insert, or_, select, update
+from sqlalchemy import Engine, Integer, Update, bindparam, delete, func, insert, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from node.persist.models import AuditEvent, Job, JobState, utcnow
+from node.persist.db import insert_ignoring_conflicts
+from node.persist.models import AuditEvent, Delivery, DeliveryState, Job, JobState, utcnow
 from node.processes import pid_alive
 
 _CLAIMABLE_FROM = {
     JobState.PROCESSING: (JobState.RECEIVED,),
-    JobState.FORWARDING: (JobState.CLEAN, JobState.FAILED),
 }
 
 
@@ -31,6 +31,7 @@ def worker_identity() -> str:
 
 _JOBS = Job.__table__
 _AUDIT = AuditEvent.__table__
+_DELIVERIES = Delivery.__table__
 
 
 def _claim_statement(to_state: JobState) -> Update:
@@ -58,7 +59,7 @@ def _claim_statement(to_state: JobState) -> Update:
         .values(state=bindparam("to_state"), lease_owner=bindparam("owner"), lease_until=bindparam("b_lease_until"),
                 updated_at=bindparam("now"), **counted)
         .returning(_JOBS.c.id, _JOBS.c.spool_file, _JOBS.c.sop_class_uid, _JOBS.c.attempts,
-                   _JOBS.c.forward_attempts, _JOBS.c.new_sop_instance_uid, _JOBS.c.patient_pseudonym)
+                   _JOBS.c.calling_ae, _JOBS.c.called_ae, _JOBS.c.source_host, _JOBS.c.route)
     )
 
 
@@ -68,16 +69,24 @@ class ClaimedJob:
     spool_file: str
     sop_class_uid: str
     attempts: int
-    forward_attempts: int
-    new_sop_instance_uid: str | None
-    patient_pseudonym: str | None
+    calling_ae: str
+    called_ae: str | None
+    source_host: str | None
+    route: str | None  # chosen already (ingest --route, or an earlier pass), else the worker chooses
+
+
+@dataclass(frozen=True)
+class DestinationStatus:
+    pending: int  # deliveries not yet delivered nor quarantined
+    waiting_since: datetime | None  # the destination has been unreachable since then
+    quarantined: int
 
 
 @dataclass(frozen=True)
 class QueueStatus:
     by_state: dict[str, int]
     oldest_waiting: datetime | None
-    failing_by_destination: dict[str, int]
+    destinations: dict[str, DestinationStatus]
 
 
 class JobStore:
@@ -97,24 +106,27 @@ class JobStore:
             update(_JOBS)
             .where(_JOBS.c.id == bindparam("job_id"), _JOBS.c.lease_owner == bindparam("owner"))
             .values(state=JobState.CLEAN, lease_owner=None, lease_until=None, last_error=None,
-                    next_attempt_at=bindparam("now"), updated_at=bindparam("now"),
-                    new_sop_instance_uid=bindparam("new_uid"), patient_pseudonym=bindparam("pseudonym"))
+                    next_attempt_at=bindparam("now"), updated_at=bindparam("now"), route=bindparam("b_route"),
+                    project=bindparam("b_project"), new_sop_instance_uid=bindparam("new_uid"),
+                    patient_pseudonym=bindparam("pseudonym"))
         )
-        self._mark_forwarded = (
-            update(_JOBS)
-            .where(_JOBS.c.id.in_(bindparam("ids", expanding=True)), _JOBS.c.lease_owner == bindparam("owner"))
-            .values(state=JobState.FORWARDED, lease_owner=None, lease_until=None, last_error=None,
-                    updated_at=bindparam("now"), destination=bindparam("b_destination"),
-                    forward_attempts=_JOBS.c.forward_attempts + 1)
-            .returning(_JOBS.c.id)
+        # A job released from quarantine comes back through here: destinations that have it keep
+        # their delivered row, the others start over.
+        self._restart_deliveries = (
+            update(_DELIVERIES)
+            .where(_DELIVERIES.c.job_id == bindparam("b_job_id"), _DELIVERIES.c.state == DeliveryState.QUARANTINED)
+            .values(state=DeliveryState.PENDING, attempts=0, waiting_since=None, last_error=None,
+                    next_attempt_at=bindparam("now"), updated_at=bindparam("now"))
         )
 
     def enqueue(self, *, spool_file: str, calling_ae: str, sop_class_uid: str, sop_instance_hash: str,
-                size_bytes: int) -> int:
+                size_bytes: int, called_ae: str | None = None, source_host: str | None = None,
+                route: str | None = None) -> int:
         now = utcnow()
         with self._engine.begin() as connection:
             job_id = connection.execute(self._insert_job, dict(
                 node=self.node, state=JobState.RECEIVED, spool_file=spool_file, calling_ae=calling_ae,
+                called_ae=called_ae, source_host=source_host, route=route,
                 sop_class_uid=sop_class_uid, sop_instance_hash=sop_instance_hash, size_bytes=size_bytes,
                 attempts=0, forward_attempts=0, next_attempt_at=now, received_at=now, updated_at=now,
             )).scalar_one()
@@ -143,23 +155,21 @@ class JobStore:
             return bool(result.rowcount)
 
     def release_dead_owners(self) -> int:
-        """Requeue jobs leased by processes of this host that no longer exist (after kill -9)."""
+        """Requeue jobs and deliveries leased by processes of this host that no longer exist
+        (after kill -9)."""
         host = socket.gethostname()[:40]
         released = 0
         with self._sessions.begin() as session:
-            leased = session.execute(
-                select(Job.id, Job.state, Job.lease_owner).where(
-                    Job.node == self.node, Job.state.in_([JobState.PROCESSING, JobState.FORWARDING]),
-                    Job.lease_owner.like(f"{host}:%"))
-            ).all()
-            for job_id, state, owner in leased:
-                pid = int(owner.rsplit(":", 1)[1])
-                if pid_alive(pid):
-                    continue
-                back = JobState.RECEIVED if state == JobState.PROCESSING else JobState.CLEAN
-                session.execute(update(Job).where(Job.id == job_id, Job.lease_owner == owner)
-                                .values(state=back, lease_owner=None, lease_until=None))
-                released += 1
+            for model, leased_state, back in ((Job, JobState.PROCESSING, JobState.RECEIVED),
+                                              (Delivery, DeliveryState.SENDING, DeliveryState.PENDING)):
+                leased = session.execute(select(model.id, model.lease_owner).where(
+                    model.node == self.node, model.state == leased_state, model.lease_owner.like(f"{host}:%"))).all()
+                for row_id, owner in leased:
+                    if pid_alive(int(owner.rsplit(":", 1)[1])):
+                        continue
+                    session.execute(update(model).where(model.id == row_id, model.lease_owner == owner)
+                                    .values(state=back, lease_owner=None, lease_until=None))
+                    released += 1
         return released
 
     def _settle(self, job_id: int, owner: str | None, event: str, detail: str | None, **values: object) -> bool:
@@ -182,20 +192,30 @@ class JobStore:
         return bool(settled)
 
     def mark_clean(self, job_id: int, owner: str, *, new_sop_instance_uid: str, patient_pseudonym: str,
-                   detail: str) -> bool:
+                   detail: str, route: str, project: str, destinations: Sequence[str]) -> bool:
+        """The clean file is written: record the route and project, and one delivery per destination
+        of the route, in the same transaction (a crash leaves the job clean with all its deliveries,
+        or received with none)."""
         now = utcnow()
-        params = dict(job_id=job_id, owner=owner, now=now, new_uid=new_sop_instance_uid, pseudonym=patient_pseudonym)
-        return self._settle_with(self._mark_clean, params, job_id, "deidentified", detail, now)
+        params = dict(job_id=job_id, owner=owner, now=now, new_uid=new_sop_instance_uid, pseudonym=patient_pseudonym,
+                      b_route=route, b_project=project)
+        with self._engine.begin() as connection:
+            if not connection.execute(self._mark_clean, params).rowcount:
+                return False
+            insert_ignoring_conflicts(connection, Delivery, [dict(
+                job_id=job_id, node=self.node, destination=name, state=DeliveryState.PENDING, attempts=0,
+                next_attempt_at=now, updated_at=now) for name in destinations], ["job_id", "destination"])
+            connection.execute(self._restart_deliveries, dict(b_job_id=job_id, now=now))
+            connection.execute(self._insert_audit, dict(job_id=job_id, event="deidentified", at=now,
+                                                        detail=f"{detail} route={route}"))
+        return True
 
-    def retry_later(self, job_id: int, owner: str, *, state: JobState, error: str, delay_seconds: float,
-                    destination: str | None = None) -> bool:
-        """Make the job due again after `delay_seconds`; a forward failure counts a forward attempt
-        (de-identification attempts are counted when claimed)."""
-        forward = destination is not None
-        extra = {"destination": destination, "forward_attempts": Job.forward_attempts + 1} if forward else {}
-        return self._settle(job_id, owner, "forward_failed" if forward else "deid_failed", error, state=state,
+    def retry_later(self, job_id: int, owner: str, *, error: str, delay_seconds: float) -> bool:
+        """Make a job whose de-identification could not finish due again after `delay_seconds`
+        (attempts are counted when claimed)."""
+        return self._settle(job_id, owner, "deid_failed", error, state=JobState.RECEIVED,
                             lease_owner=None, lease_until=None, last_error=error,
-                            next_attempt_at=utcnow() + timedelta(seconds=delay_seconds), **extra)
+                            next_attempt_at=utcnow() + timedelta(seconds=delay_seconds))
 
     def wait_for_space(self, job_id: int, owner: str, *, delay_seconds: float) -> bool:
         """Put a job back that found the spool disk full: due again after `delay_seconds`, its
@@ -203,20 +223,6 @@ class JobStore:
         return self._settle(job_id, owner, "waiting_for_space", "spool disk full", state=JobState.RECEIVED,
                             lease_owner=None, lease_until=None, last_error="spool disk full",
                             attempts=Job.attempts - 1, next_attempt_at=utcnow() + timedelta(seconds=delay_seconds))
-
-    def mark_forwarded(self, job_ids: Sequence[int], owner: str, destination: str) -> set[int]:
-        """Settle the jobs of a batch the destination took, in one transaction: one commit (one
-        fsync) per batch instead of one per instance. Returns the jobs `owner` still held."""
-        if not job_ids:
-            return set()
-        now = utcnow()
-        with self._engine.begin() as connection:
-            settled = set(connection.execute(self._mark_forwarded, dict(
-                ids=list(job_ids), owner=owner, now=now, b_destination=destination)).scalars())
-            if settled:
-                connection.execute(self._insert_audit, [dict(job_id=job_id, event="forwarded", detail=destination, at=now)
-                                                        for job_id in sorted(settled)])
-        return settled
 
     def quarantine(self, job_id: int, owner: str | None, reason: str) -> bool:
         return self._settle(job_id, owner, "quarantined", reason, state=JobState.QUARANTINED, lease_owner=None,
@@ -226,7 +232,7 @@ class JobStore:
         """Administrative retry: put jobs back with fresh attempt counters."""
         with self._sessions.begin() as session:
             condition = [Job.node == self.node, Job.state.in_(from_states)]
-            if job_ids:
+            if job_ids is not None:
                 condition.append(Job.id.in_(job_ids))
             ids = list(session.scalars(select(Job.id).where(*condition)))
             if ids:
@@ -235,6 +241,12 @@ class JobStore:
                     lease_until=None, updated_at=utcnow()))
                 session.add_all(AuditEvent(job_id=i, event="requeued", detail=to_state.value) for i in ids)
             return len(ids)
+
+    def queued_on_route(self, sop_instance_hash: str, route: str) -> bool:
+        """Whether this instance (keyed hash of its SOPInstanceUID) already has a job on `route`."""
+        with self._sessions() as session:
+            return session.scalar(select(Job.id).where(Job.node == self.node, Job.sop_instance_hash == sop_instance_hash,
+                                                       Job.route == route).limit(1)) is not None
 
     def get(self, job_id: int) -> Job | None:
         with self._sessions() as session:
@@ -264,6 +276,7 @@ class JobStore:
     def purge(self, job_id: int, reason: str) -> bool:
         """Delete a quarantined job for good, leaving an audit row that says why (no PHI)."""
         with self._sessions.begin() as session:
+            session.execute(delete(Delivery).where(Delivery.job_id == job_id))
             job = session.get(Job, job_id)
             if job is None or job.state != JobState.QUARANTINED:
                 return False
@@ -272,17 +285,45 @@ class JobStore:
             session.delete(job)
         return True
 
+    def quarantined_destinations(self, job_ids: Sequence[int]) -> dict[int, list[str]]:
+        """For each job, the destinations whose delivery is quarantined (none: de-identification
+        set the job aside)."""
+        found: dict[int, list[str]] = {job_id: [] for job_id in job_ids}
+        with self._sessions() as session:
+            for job_id, destination in session.execute(select(Delivery.job_id, Delivery.destination).where(
+                    Delivery.job_id.in_(job_ids), Delivery.state == DeliveryState.QUARANTINED).order_by(Delivery.id)):
+                found[job_id].append(destination)
+        return found
+
     def status(self) -> QueueStatus:
-        waiting = [JobState.RECEIVED, JobState.PROCESSING, JobState.CLEAN, JobState.FORWARDING, JobState.FAILED]
+        waiting = [JobState.RECEIVED, JobState.PROCESSING, JobState.CLEAN]
+        open_states = [DeliveryState.PENDING, DeliveryState.SENDING]
         with self._sessions() as session:
             counts = dict(session.execute(select(Job.state, func.count()).where(Job.node == self.node)
                                           .group_by(Job.state)).all())
             oldest = session.scalar(select(func.min(Job.received_at)).where(Job.node == self.node,
                                                                              Job.state.in_(waiting)))
-            failing = dict(session.execute(
-                select(func.coalesce(Job.destination, "-"), func.count())
-                .where(Job.node == self.node, Job.state == JobState.FAILED).group_by(Job.destination)).all())
-        if oldest is not None and oldest.tzinfo is None:
-            oldest = oldest.replace(tzinfo=timezone.utc)
-        return QueueStatus({s.value: counts.get(s, 0) for s in JobState}, oldest, failing)
+            per_destination = session.execute(
+                select(Delivery.destination, Delivery.state, func.count(), func.min(Delivery.waiting_since))
+                .where(Delivery.node == self.node, Delivery.state != DeliveryState.DELIVERED)
+                .group_by(Delivery.destination, Delivery.state)).all()
+        pending: dict[str, int] = {}
+        since: dict[str, datetime] = {}
+        quarantined: dict[str, int] = {}
+        for name, state, count, waiting_since in per_destination:
+            if state in open_states:
+                pending[name] = pending.get(name, 0) + count
+                if waiting_since is not None:
+                    since[name] = min(since.get(name, _aware(waiting_since)), _aware(waiting_since))
+            else:
+                quarantined[name] = count
+        destinations = {name: DestinationStatus(pending.get(name, 0), since.get(name), quarantined.get(name, 0))
+                        for name in sorted(pending.keys() | quarantined.keys())}
+        return QueueStatus({s.value: counts.get(s, 0) for s in JobState}, _aware(oldest) if oldest else None,
+                           destinations)
+
+
+def _aware(moment: datetime) -> datetime:
+    """SQLite hands back naive datetimes; every time the node stores is UTC."""
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=timezone.utc)
 

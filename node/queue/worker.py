@@ -1,4 +1,7 @@
-"""The de-identification worker: a separate process that claims received jobs one at a time.
+"""The de-identification worker: a separate process that claims received jobs one at a time,
+picks the job's route (first match on caller, called AE title, source address, modality, SOP
+class), de-identifies with the route's profile and pixel policy under the route's project's
+mappings, and leaves one delivery per destination of the route.
 
 De-identification is CPU-bound (pixel decoding, OCR), so the node runs several of these as
 processes, not threads. A worker killed mid-job leaves its lease behind; the job is claimed
@@ -10,11 +13,13 @@ from __future__ import annotations
 import errno
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
+import pydicom
 import structlog
 
+from node.config import ConfigError, Route, Settings
 from node.deid.pipeline import DeidentificationError, Deidentifier
 from node.deid.pseudonyms import MappingsUnavailable
 from node.persist.mappings import MappingStore, RecordingMappings
@@ -31,12 +36,14 @@ SPACE_WAIT_MAX_SECONDS = 10.0
 
 
 class DeidWorker:
-    def __init__(self, jobs: JobStore, spool: Spool, deidentifier: Deidentifier, mappings: MappingStore, *,
-                 lease_seconds: float, poll_seconds: float, max_attempts: int) -> None:
+    def __init__(self, jobs: JobStore, spool: Spool, settings: Settings, deidentifier: Callable[[Route], Deidentifier],
+                 mappings: Callable[[str], MappingStore], *, lease_seconds: float, poll_seconds: float,
+                 max_attempts: int) -> None:
         self.jobs = jobs
         self.spool = spool
-        self.deidentifier = deidentifier
-        self.mappings = mappings
+        self.settings = settings
+        self.deidentifier = deidentifier  # the route's, built once per route per process
+        self.mappings = mappings  # the project's
         self.lease_seconds = lease_seconds
         self.poll_seconds = poll_seconds
         self.max_attempts = max_attempts
@@ -61,10 +68,14 @@ class DeidWorker:
             self._quarantine(job, f"worker died or timed out on this instance {job.attempts - 1} times")
             return
         started = time.perf_counter()
-        mappings = RecordingMappings(self.mappings)
+        route = self._route(job)
+        if isinstance(route, str):
+            self._quarantine(job, route)
+            return
+        mappings = RecordingMappings(self.mappings(route.project))
         try:
             with self._lease_kept(job):
-                outcome = self.deidentifier.run_file(self.spool.open_original(job.spool_file), mappings)
+                outcome = self.deidentifier(route).run_file(self.spool.open_original(job.spool_file), mappings)
         except (DeidentificationError, SealBroken) as exc:
             self._quarantine(job, str(exc))
             return
@@ -89,11 +100,30 @@ class DeidWorker:
         pixels = outcome.pixels.reason if outcome.pixels else "off"
         detail = outcome.pixels.audit_detail() if outcome.pixels else "pixels=off"
         self.jobs.mark_clean(job.id, self.owner, new_sop_instance_uid=outcome.new_sop_instance_uid,
-                             patient_pseudonym=outcome.patient_pseudonym, detail=detail)
+                             patient_pseudonym=outcome.patient_pseudonym, detail=detail,
+                             route=route.name, project=route.project, destinations=route.destinations)
         finished = time.perf_counter()
-        log.info("deidentified", job=job.id, patient=outcome.patient_pseudonym, pixels=pixels,
+        log.info("deidentified", job=job.id, route=route.name, patient=outcome.patient_pseudonym, pixels=pixels,
                  seconds=round(finished - started, 4), run_seconds=round(deidentified - started, 4),
                  mappings_seconds=round(committed - deidentified, 4), store_seconds=round(finished - committed, 4))
+
+    def _route(self, job: ClaimedJob) -> Route | str:
+        """The job's route, or the PHI-free reason none takes it. A route chosen before (ingest
+        --route, an earlier pass of a released job) is kept; else the first that takes it, read
+        from the header only if some route matches on what only the dataset says."""
+        if job.route is not None:
+            try:
+                return self.settings.route(job.route)
+            except ConfigError:
+                return f"route {job.route!r} is no longer in the config"
+        dataset = None
+        if any(route.needs_dataset for route in self.settings.routes):
+            dataset = _modality_and_class(self.spool, job.spool_file, job.sop_class_uid)
+        route = self.settings.first_route(job.calling_ae, job.called_ae, job.source_host, dataset or ("", job.sop_class_uid))
+        if route is None:
+            modality = dataset[0] if dataset else "-"
+            return f"no route takes this instance (caller {job.calling_ae}, modality {modality or '-'})"
+        return route
 
     @contextmanager
     def _lease_kept(self, job: ClaimedJob) -> Iterator[None]:
@@ -135,5 +165,16 @@ class DeidWorker:
             self._quarantine(job, f"{reason}; gave up after {job.attempts} attempts")
             return
         delay = min(60.0, 2.0 ** job.attempts)
-        self.jobs.retry_later(job.id, self.owner, state=JobState.RECEIVED, error=reason, delay_seconds=delay)
+        self.jobs.retry_later(job.id, self.owner, error=reason, delay_seconds=delay)
         log.warning("deid_retry", job=job.id, reason=reason, delay=delay)
+
+
+def _modality_and_class(spool: Spool, name: str, sop_class_uid: str) -> tuple[str, str]:
+    """(Modality, SOP Class UID) from the header alone; a file that cannot be read matches on its
+    SOP class as received (the de-identification step quarantines it anyway)."""
+    try:
+        with spool.open_original(name) as original:
+            header = pydicom.dcmread(original, stop_before_pixels=True, specific_tags=["Modality", "SOPClassUID"])
+    except Exception:  # noqa: BLE001 - whatever a damaged file makes pydicom raise
+        return "", sop_class_uid
+    return str(header.get("Modality", "") or ""), str(header.get("SOPClassUID", "") or sop_class_uid)

@@ -61,30 +61,44 @@ class StoreHandler:
         except Exception as exc:  # noqa: BLE001 - malformed context
             log.warning("store_refused", reason="cannot encode file", error=type(exc).__name__)
             return status(CANNOT_UNDERSTAND, "cannot read the received dataset")
-        name = self.spool.new_name()
+        requestor = event.assoc.requestor
+        called_ae = str(requestor.primitive.called_ae_title or "").strip() or None  # for routes that match on it
         try:
             # The file is the head, then the dataset as received: written from pynetdicom's buffer
             # (Event.encoded_dataset would copy it twice, two more instances' worth of memory).
             with request.DataSet.getbuffer() as body:
-                self.spool.accept(name, head, body)
+                job_id = self.admit((head, body), sop_class=sop_class, sop_instance=sop_instance,
+                                    calling_ae=requestor.ae_title, called_ae=called_ae,
+                                    source_host=requestor.address)
         except SpoolFull:
             log.error("store_refused", reason="spool full", bytes=size)
             return status(OUT_OF_RESOURCES, "node spool is full")
         except OSError as exc:
             log.error("store_refused", reason="spool write failed", error=type(exc).__name__)
             return status(OUT_OF_RESOURCES, "node cannot write its spool")
-        instance_hash = self.derivation.lookup_hash("uid", sop_instance)
-        file_bytes = len(head) + size
-        try:
-            job_id = self.jobs.enqueue(spool_file=name, calling_ae=event.assoc.requestor.ae_title,
-                                       sop_class_uid=sop_class, sop_instance_hash=instance_hash, size_bytes=file_bytes)
         except Exception as exc:  # noqa: BLE001 - database down or locked: refuse, keep nothing half-done
-            self.spool.remove("incoming", name)
             log.error("store_refused", reason="database unavailable", error=type(exc).__name__)
             return status(OUT_OF_RESOURCES, "node database unavailable")
-        log.info("received", job=job_id, sop=instance_hash[:16], bytes=file_bytes,
+        file_bytes = len(head) + size
+        log.info("received", job=job_id, bytes=file_bytes,
                  seconds=round(time.perf_counter() - started, 4))
         return status(SUCCESS)
+
+    def admit(self, parts: tuple[bytes | memoryview, ...], *, sop_class: str, sop_instance: str, calling_ae: str,
+              called_ae: str | None, source_host: str | None, route: str | None = None) -> int:
+        """Make one instance durable and queue it: the spool copy (fsync, rename) first, then the
+        job row; if the row cannot be written the copy goes, so nothing is left half-done. The
+        one way in for an instance, received (C-STORE) or ingested from a folder."""
+        name = self.spool.new_name()
+        self.spool.accept(name, *parts)
+        try:
+            return self.jobs.enqueue(spool_file=name, calling_ae=calling_ae, called_ae=called_ae,
+                                     source_host=source_host, route=route, sop_class_uid=sop_class,
+                                     sop_instance_hash=self.derivation.lookup_hash("uid", sop_instance),
+                                     size_bytes=sum(len(part) for part in parts))
+        except BaseException:
+            self.spool.remove("incoming", name)
+            raise
 
 
 def handle_echo(event: Event) -> int:

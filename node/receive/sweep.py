@@ -38,8 +38,10 @@ class SweepReport:
     leftovers: int = 0
 
 
-def sweep_spool(spool: Spool, jobs: JobStore, derivation: KeyedDerivation) -> SweepReport:
-    """Run before the SCP and the workers start: nothing else may write incoming/ meanwhile."""
+def sweep_spool(spool: Spool, jobs: JobStore, derivation: KeyedDerivation, route: str | None = None) -> SweepReport:
+    """Run before the SCP and the workers start: nothing else may write incoming/ meanwhile.
+    An orphan's caller is not known: on a node with one route it takes that `route`; with several,
+    the worker finds none for it and quarantines it with that reason (kept, not lost)."""
     sealed = sum(_seal_if_plain(spool, area, name) for area in ("incoming", "quarantine")
                  for name in spool.names(area))
     names = spool.names("incoming")
@@ -48,7 +50,7 @@ def sweep_spool(spool: Spool, jobs: JobStore, derivation: KeyedDerivation) -> Sw
     for name in names:
         state = states.get(name)
         if state is None:
-            readable = _adopt(spool, jobs, derivation, name)
+            readable = _adopt(spool, jobs, derivation, name, route)
             adopted += readable
             unreadable += not readable
         elif state == JobState.FORWARDED:
@@ -70,7 +72,7 @@ def _seal_if_plain(spool: Spool, area: str, name: str) -> bool:
     return True
 
 
-def _adopt(spool: Spool, jobs: JobStore, derivation: KeyedDerivation, name: str) -> bool:
+def _adopt(spool: Spool, jobs: JobStore, derivation: KeyedDerivation, name: str, route: str | None) -> bool:
     """Enqueue an orphan as the SCP would have; quarantine it if unreadable. True if readable."""
     size = spool.path("incoming", name).stat().st_size
     try:
@@ -83,7 +85,7 @@ def _adopt(spool: Spool, jobs: JobStore, derivation: KeyedDerivation, name: str)
         problem = str(exc) if isinstance(exc, SealBroken) else type(exc).__name__  # pydicom's may quote values
     instance_hash = derivation.lookup_hash("uid", sop_instance) if sop_instance else _NO_UID_HASH
     job_id = jobs.enqueue(spool_file=name, calling_ae=ADOPTED_CALLER, sop_class_uid=sop_class,
-                          sop_instance_hash=instance_hash, size_bytes=size)
+                          sop_instance_hash=instance_hash, size_bytes=size, route=route)
     if problem:
         reason = f"spool file without a job, unreadable ({problem})"
         jobs.quarantine(job_id, None, reason)

@@ -138,7 +138,7 @@ class Window:
     async def retry_failed(self, request: Request) -> Response:
         if not await self._csrf_ok(request):
             return _forbidden()
-        admin.retry_failed(self.node, None)
+        admin.retry_waiting(self.node)
         return RedirectResponse("/", status_code=303)
 
     def preview_form(self, request: Request) -> Response:

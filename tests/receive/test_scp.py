@@ -54,6 +54,8 @@ def test_success_means_the_instance_is_spooled_and_queued(node: Node) -> None:
     assert spooled.PixelData == original.PixelData
     assert job.sop_class_uid == original.SOPClassUID
     assert original.SOPInstanceUID not in job.sop_instance_hash  # keyed hash, not the UID
+    # what routes match on besides the caller: the title it called and its address
+    assert (job.calling_ae, job.called_ae, job.source_host, job.route) == ("MODALITY", "DEID_NODE", "127.0.0.1", None)
 
 
 def test_unknown_calling_ae_is_rejected_at_association(node: Node) -> None:
