@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pydicom
+import pytest
 from click.testing import CliRunner
 
 from node.cli import cli
@@ -16,7 +17,9 @@ from tests.servers import free_port
 from tests.synthetic import write_series
 
 
-def test_ingest_queues_the_dicom_files_lists_the_others_and_everything_queued_arrives(tmp_path: Path) -> None:
+def test_ingest_queues_the_dicom_files_lists_the_others_and_everything_queued_arrives(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DEID_SECRET", SECRET)  # the originals are sealed with it: the workers below need it too
     config = write_config(tmp_path / "node", port=free_port(), pixels=False, routes=[
         {"name": "archive", "calling_ae_titles": ["MODALITY"], "profile": "basic.yaml", "project": "archive",
          "destinations": ["folder"]}],
