@@ -10,6 +10,8 @@ packages=(
   tesseract-ocr-eng
   postgresql       # the shared mapping store for several nodes
   dicom3tools      # dciodvfy: IOD validation of de-identified output
+  fonts-liberation # other fonts for burned-in text in the pixel tests
+  fonts-freefont-ttf
 )
 
 missing=()
