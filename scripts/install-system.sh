@@ -10,7 +10,8 @@ packages=(
   tesseract-ocr-eng
   postgresql       # the shared mapping store for several nodes
   dicom3tools      # dciodvfy: IOD validation of de-identified output
-  fonts-liberation # other fonts for burned-in text in the pixel tests
+  fonts-dejavu-core   # TrueType fonts the held-out probes and the pixel tests burn text in with
+  fonts-liberation
   fonts-freefont-ttf
 )
 
