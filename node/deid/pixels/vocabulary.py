@@ -30,7 +30,7 @@ class Vocabulary(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     max_number_digits: int = Field(default=4, ge=1, le=8)
-    joiners: str = "=<>:x*"
+    joiners: str = "=<>:x*/"
     labels: frozenset[str]
     markers: frozenset[str] = frozenset()
     units: frozenset[str] = frozenset()
