@@ -73,11 +73,12 @@ def _rapidocr(threads: int):  # noqa: ANN202 - the engine's type lives in an opt
 
 
 class TesseractReader:
-    """Tesseract in-process (tesserocr): the frame upscaled to a readable size, dark text on a
-    light ground, sparse text; one API object per process and thread, model loaded once."""
+    """Tesseract in-process (tesserocr): the frame upscaled towards `side` px (at most 2x: small
+    frames carry small text; its cost grows with the area), dark text on a light ground, sparse
+    text; one API object per process and thread, model loaded once."""
 
-    def __init__(self, scale: float = 2.0) -> None:
-        self._scale = scale
+    def __init__(self, side: int = 800) -> None:
+        self._side = side
 
     def read(self, frame: np.ndarray) -> list[TextLine]:
         from tesserocr import RIL, iterate_level
@@ -85,7 +86,8 @@ class TesseractReader:
         gray = frame if frame.ndim == 2 else frame.max(axis=-1)
         if np.median(gray) < 128:
             gray = 255 - gray  # bright text on a dark frame: shown dark on light
-        big = cv2.resize(gray, None, fx=self._scale, fy=self._scale, interpolation=cv2.INTER_CUBIC)
+        scale = min(2.0, max(1.0, self._side / max(gray.shape)))
+        big = cv2.resize(gray, None, fx=scale, fy=scale, interpolation=cv2.INTER_CUBIC)
         api = _tesseract_api()
         rows, cols = big.shape
         api.SetImageBytes(np.ascontiguousarray(big).tobytes(), cols, rows, 1, cols)
@@ -102,7 +104,7 @@ class TesseractReader:
             box = item.BoundingBox(RIL.TEXTLINE)
             if not text or box is None:
                 continue
-            x0, y0, x1, y1 = (int(round(v / self._scale)) for v in box)
+            x0, y0, x1, y1 = (int(round(v / scale)) for v in box)
             lines.append(TextLine(Rect(x0, y0, max(1, x1 - x0), max(1, y1 - y0)), text, item.Confidence(RIL.TEXTLINE) / 100))
         return lines
 
