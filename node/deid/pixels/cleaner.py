@@ -375,16 +375,17 @@ class PixelCleaner:
                     found.add(None, self._line_mask(line.rect, views[index].strokes), _Hit.OUTSIDE if outside else _Hit.READ)
 
     def _whole_frames(self, views: dict[int, _View], decision: Decision) -> list[int]:
-        """Frames the whole-frame reader reads: for "ocr" any, for "detect" those where the
-        detector found a candidate; at most ocr.full_frames, spread over the loop."""
+        """Frames the whole-frame reader reads: for "ocr" any, at most ocr.full_frames; for
+        "detect" those where the detector found a candidate, at most readers.detected_frames;
+        spread over the loop."""
         settings = self._policy.settings
+        limit = settings.ocr.full_frames
         if decision.action is Action.OCR:
             pool = sorted(views)
-        elif settings.readers.read_detected_frames:
-            pool = [i for i in sorted(views) if views[i].candidates]
         else:
-            pool = []
-        return [pool[p] for p in _frame_order(len(pool), settings.ocr.full_frames)]
+            pool = [i for i in sorted(views) if views[i].candidates]
+            limit = min(limit, settings.readers.detected_frames)
+        return [pool[p] for p in _frame_order(len(pool), limit)]
 
     def _deny(
         self, views: dict[int, _View], regions: Regions, lines: dict[int, list[TextLine]], decision: Decision,

@@ -188,9 +188,9 @@ class ReaderSettings(_Strict):
     whole_frame: ReaderKind = ReaderKind.RAPIDOCR
     second_look: ReaderKind = ReaderKind.TESSERACT
     threads: int = Field(default=1, ge=1)  # onnxruntime intra-op threads per worker process
-    # Whole frames are read where the action is "ocr", and, for "detect", on frames where the
-    # detector found a candidate: up to ocr.full_frames of them, spread over the loop.
-    read_detected_frames: bool = True
+    # Whole frames are read where the action is "ocr" (ocr.full_frames of them), and, for
+    # "detect", on up to this many frames where the detector found a candidate; 0: none.
+    detected_frames: int = Field(default=0, ge=0)
 
 
 class DenySettings(_Strict):
