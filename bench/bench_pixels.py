@@ -1,7 +1,9 @@
 """Speed of the pixel step (issue 4): per frame and per instance, next to Presidio, and the detector alone.
 
-Run: .venv/bin/python bench/bench_pixels.py [--slices 1000] [--repeat 3]
-Prints a table and writes bench/results/pixels.json. Not part of the test suite.
+Run: .venv/bin/python bench/bench_pixels.py [--slices 1000] [--repeat 3] [--before OLD.json]
+Prints a table and writes bench/results/pixels.json. Not part of the test suite. With --before
+(a results file of an earlier run, e.g. copied before a change), each row shows that run's
+seconds next to this one's.
 On a shared machine compare ratios from one run; --repeat takes each side's median of N runs.
 
 * Real images with burned-in text (pydicom-data / pydicom test files) and synthetic ones with
@@ -136,7 +138,9 @@ def main() -> int:
     parser.add_argument("--slices", type=int, default=1000, help="generated CT slices for the detector timing")
     parser.add_argument("--repeat", type=int, default=1, help="runs per image and side; the median is shown")
     parser.add_argument("--skip-presidio", action="store_true")
+    parser.add_argument("--before", type=Path, help="an earlier bench/results/pixels.json to compare with")
     args = parser.parse_args()
+    before = json.loads(args.before.read_text()) if args.before else {"images": {}, "detector": {}}
     os.environ["OMP_THREAD_LIMIT"] = "1"
     _count_tesseract_calls()
     cleaner = PixelCleaner.from_policy_file(POLICY)
@@ -147,7 +151,8 @@ def main() -> int:
     if presidio is not None:
         _time_presidio(presidio, warm_up)
     rows = {}
-    print(f"{'image':32} {'frames':>6} {'ours s':>8} {'s/frame':>8} {'calls':>5} {'presidio s':>10} {'ratio':>6}  outcome")
+    print(f"{'image':32} {'frames':>6} {'before s':>8} {'ours s':>8} {'s/frame':>8} {'calls':>5} {'presidio s':>10} "
+          f"{'ratio':>6}  outcome")
     for name, ds in images.items():
         single = int(str(ds.get("NumberOfFrames", 1) or 1)) == 1
         ours_runs, theirs_runs = [], []
@@ -169,11 +174,15 @@ def main() -> int:
         rows[name] = row
         presidio_s = f"{row['presidio']['seconds']:.2f}" if "presidio" in row else "-"
         outcome = ours.get("reason") or ours.get("quarantined")
-        print(f"{name:32} {ours['frames']:>6} {ours['seconds']:>8.2f} {ours['seconds_per_frame']:>8.3f} "
+        earlier = before["images"].get(name, {}).get("ours", {}).get("seconds")
+        earlier_s = f"{earlier:.2f}" if earlier is not None else "-"
+        print(f"{name:32} {ours['frames']:>6} {earlier_s:>8} {ours['seconds']:>8.2f} {ours['seconds_per_frame']:>8.3f} "
               f"{ours['tesseract_calls']:>5} {presidio_s:>10} {ratio:>6}  {outcome}")
     detector = _detector(args.slices)
+    earlier_ms = before["detector"].get("ms_per_slice")
     print(f"detector alone: {detector['ms_per_slice']:.2f} ms per 512x512 CT slice without text "
-          f"({detector['slices']} slices, {detector['candidates']} candidates)")
+          f"({detector['slices']} slices, {detector['candidates']} candidates)"
+          + (f"; before: {earlier_ms:.2f} ms" if earlier_ms is not None else ""))
     results = {"images": rows, "detector": detector, "repeat": args.repeat, "cpu_count": os.cpu_count(),
                "load_average": os.getloadavg()}
     out = ROOT / "bench" / "results" / "pixels.json"

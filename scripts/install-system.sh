@@ -13,7 +13,7 @@ packages=(
   dicom3tools      # dciodvfy: IOD validation of de-identified output
   chromium         # headless browser for the web page's tests (tests/web)
   chromium-driver  # its WebDriver, /usr/bin/chromedriver
-  fonts-dejavu-core   # TrueType fonts the held-out probes burn text in with (tests/heldout)
+  fonts-dejavu-core   # TrueType fonts the held-out probes and the pixel tests burn text in with
   fonts-liberation
   fonts-freefont-ttf
 )

@@ -15,6 +15,7 @@ of calls, not the number of regions, sets the price of an image with text.
 from __future__ import annotations
 
 import hashlib
+import re
 import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable
@@ -31,14 +32,15 @@ from node.deid.phi import HeaderPhi
 from node.deid.pixels.codec import Frames, Span, decode, display, fill_value, write_back
 from node.deid.pixels.detect import Rect, find_text, small_text_line, spanning
 from node.deid.pixels.image_area import inside_any, ultrasound_regions
-from node.deid.pixels.match import PhiMatcher, PresidioPatterns
-from node.deid.pixels.ocr import ALL_READINGS, GREY, Crop, Word, read_crops
+from node.deid.pixels.match import PhiMatcher, PresidioPatterns, text_lines
+from node.deid.pixels.ocr import GREY, Crop, Word, read_crops
 from node.deid.pixels.outcome import MaskedBox, PixelCleaningError, PixelOutcome
 from node.deid.pixels.policy import (
     Action, Decision, DetectorSettings, MaskScope, OcrSettings, PixelPolicy, load_policy,
 )
+from node.deid.pixels.readers import TextLine, TextReader, reader_for
 from node.deid.pixels.redact import mark_clean, mask_rect, paint
-from node.deid.pixels.regions import matching_boxes
+from node.deid.pixels.regions import Box, matching_boxes
 
 log = structlog.get_logger(__name__)
 
@@ -55,6 +57,15 @@ class _Deadline:
         if left <= 0:
             raise PixelCleaningError("pixel step timed out")
         return left
+
+
+class _Verdict(Enum):
+    """What a reading of one place says, for deny by default."""
+
+    PHI = "phi"  # PHI or a label: the place goes, whatever another reading says
+    SAFE = "safe"  # sure, and all it says is in the vocabulary: the place may stay
+    UNSURE = "unsure"  # anything else: the place goes unless another reading is safe
+    BLANK = "blank"  # a candidate read as nothing that is no line of letters: not text
 
 
 class _Hit(Enum):
@@ -127,15 +138,6 @@ class _View:
         kept = [c for c in self.candidates if (self.strokes[c.window] & earlier[c.window]).any()]
         return replace(self, candidates=kept)
 
-    def whole(self, settings: OcrSettings, *, thorough: bool) -> Crop:
-        """The whole frame as one crop; thorough: upscaled (at most 2x, to a bounded size), every
-        rendering; otherwise (verification) as shown, grey only: a reading independent of the stroke map."""
-        rows, cols = self.gray.shape
-        if not thorough:
-            return Crop(self.gray, self.strokes, Rect(0, 0, cols, rows), (GREY,), 1.0)
-        scale = max(1.0, min(2.0, settings.full_frame_max_side / max(rows, cols)))
-        return Crop(self.gray, self.strokes, Rect(0, 0, cols, rows), ALL_READINGS, scale)
-
 
 Regions = dict[int, list[tuple[Rect, list[Word]]]]  # per frame: each candidate with the words read in it
 
@@ -186,9 +188,9 @@ class _Reader:
         a moving image next to it changes only the context around it, not what it says."""
         return candidate, hashlib.blake2b(gray[candidate.window].tobytes(), digest_size=16).digest()
 
-    def read(self, views: dict[int, _View], wholes: dict[int, Crop]) -> tuple[Regions, dict[int, list[Word]]]:
-        """Each frame's candidate regions with the words read in them, and the words of the whole
-        frames asked for: what was not read before, all in one tesseract call."""
+    def read(self, views: dict[int, _View]) -> Regions:
+        """Each frame's candidate regions with the words read in them: what was not read before,
+        all in one tesseract call."""
         settings = self._settings
         wanted: dict[int, list[tuple[Rect, RegionKey]]] = {}
         known: dict[RegionKey, list[Word]] = {}
@@ -210,13 +212,12 @@ class _Reader:
                 fresh[key] = _as_policy_reads(crop, candidate.h, settings)
                 self.read_frames.add(index)
         keys = list(fresh)
-        crops = [fresh[k] for k in keys] + list(wholes.values())
+        crops = [fresh[k] for k in keys]
         words = _per_crop(read_crops(crops, settings, self._deadline.remaining()), len(crops))
         for key, read in zip(keys, words):
             known[key] = read
             self._readings.put(key, read)
-        regions = {i: [(c, known[k]) for c, k in items] for i, items in wanted.items()}
-        return regions, dict(zip(wholes, words[len(keys) :]))
+        return {i: [(c, known[k]) for c, k in items] for i, items in wanted.items()}
 
 
 def _as_policy_reads(crop: Crop, height: int, settings: OcrSettings) -> Crop:
@@ -241,6 +242,40 @@ def _chosen(words: list[Word], decision: Decision, matcher: PhiMatcher) -> list[
     return [[w] for w in words] if decision.mask is MaskScope.ALL_TEXT else matcher.phi_phrases(words)
 
 
+def _line_words(line: TextLine) -> list[Word]:
+    """A read line as words, each given the share of the line's box its characters take: the PHI
+    matcher judges words and runs of words."""
+    count = max(1, len(line.text))
+    words = []
+    for match in re.finditer(r"\S+", line.text):
+        x0 = line.rect.x + line.rect.w * match.start() // count
+        x1 = line.rect.x + line.rect.w * match.end() // count
+        rect = Rect(x0, line.rect.y, max(1, x1 - x0), line.rect.h)
+        words.append(Word(match.group(), rect, 0, GREY, 100 * line.confidence))
+    return words
+
+
+def _same_line(a: Rect, b: Rect) -> bool:
+    """Do two text boxes sit on one line: overlapping rows, a gap of at most three text heights?"""
+    overlap = min(a.y + a.h, b.y + b.h) - max(a.y, b.y)
+    gap = max(a.x, b.x) - min(a.x + a.w, b.x + b.w)
+    return overlap >= 0.5 * min(a.h, b.h) and gap <= 3 * max(a.h, b.h)
+
+
+def _whole_lines(masked: list[Rect], others: list[Rect]) -> list[Rect]:
+    """`masked` with every other box that sits on a line with one of them, transitively: a line
+    holding PHI goes whole (a first name beside a family name, a value beside its label)."""
+    masked, others = list(masked), list(others)
+    joined = True
+    while joined:
+        joined = False
+        for box in list(others):
+            if any(_same_line(box, m) for m in masked):
+                masked.append(box)
+                others.remove(box)
+                joined = True
+    return masked
+
 def _frame_order(count: int, limit: int) -> list[int]:
     """Up to `limit` frames spread over the loop: first, last, and between."""
     if limit <= 0:
@@ -255,6 +290,10 @@ class PixelCleaner:
         self._readings = _Readings(_REGIONS_REMEMBERED)
         matching = policy.settings.matching
         self._patterns = PresidioPatterns(matching) if matching.patterns or matching.presidio_entities else None
+        readers = policy.settings.readers
+        self._whole_reader: TextReader = reader_for(readers.whole_frame, readers.threads)
+        self._second_reader: TextReader = reader_for(readers.second_look, readers.threads)
+        self.second_look_failures = 0  # instances the second look failed: how often it fires
 
     def forget_readings(self) -> None:
         """Drop what OCR read on earlier instances: the next instances are read afresh."""
@@ -289,14 +328,15 @@ class PixelCleaner:
             return PixelOutcome(False, 0, 0, 0, "policy skip")
         frames = decode(ds)
         count, rows, cols = frames.values.shape[:3]
-        found = _Found(every_frame={Rect(*b).grown(0, rows, cols) for b in region_boxes} - {Rect(0, 0, 0, 0)})
+        views = {i: _View.of(frames, i, ds, self._policy.settings.detector) for i in range(count)}
+        boxes = _boxes_over_text(region_boxes, views, rows, cols)
+        rule_names = rule_names if boxes else []
+        found = _Found(every_frame=boxes)
         matcher = PhiMatcher(phi, self._policy.settings.matching, self._patterns)
         reader = _Reader(self._policy.settings.ocr, deadline, self._readings)
         areas = ultrasound_regions(ds, rows, cols) if decision.mask is MaskScope.ALL_TEXT_OUTSIDE_IMAGE else []
-        views: dict[int, _View] = {}
         if decision.action is not Action.SKIP:
-            views = {i: _View.of(frames, i, ds, self._policy.settings.detector) for i in range(count)}
-            self._search(views, decision, matcher, reader, found, areas)
+            self._search(views, decision, matcher, reader, found, areas, deadline)
         if found.rects():
             self._mask_until_verified(frames, ds, views, found, decision, matcher, reader)
             write_back(ds, frames)
@@ -307,26 +347,120 @@ class PixelCleaner:
 
     def _search(
         self, views: dict[int, _View], decision: Decision, matcher: PhiMatcher, reader: _Reader, found: _Found,
-        areas: list[Rect],
+        areas: list[Rect], deadline: _Deadline,
     ) -> None:
-        """Candidates outside declared image areas are masked unread; the rest, and whole frames
-        where the action is "ocr", are read in one go and their PHI (or all their text) masked."""
+        """Candidates outside declared image areas are masked unread; the rest are read (tesseract,
+        one call), and whole frames (where the action is "ocr", or where the detector found text)
+        by the whole-frame reader; what both read is masked as the policy's scope says."""
         settings = self._policy.settings
+        whole_frames = self._whole_frames(views, decision)
         if areas:
             views = {i: self._mask_outside(i, view, areas, found) for i, view in views.items()}
         if settings.masking.unreadable_height:
             views = {i: self._mask_unreadable(i, view, found) for i, view in views.items()}
-        whole_count = settings.ocr.full_frames if decision.action is Action.OCR else 0
-        wholes = {i: views[i].whole(settings.ocr, thorough=True) for i in _frame_order(len(views), whole_count)}
-        regions, whole_words = reader.read(views, wholes)
+        regions = reader.read(views)
+        lines: dict[int, list[TextLine]] = {}
+        for index in whole_frames:
+            deadline.remaining()
+            lines[index] = self._whole_reader.read(views[index].gray)
+        found.ocr_frames |= reader.read_frames | set(whole_frames)
+        if decision.mask in (MaskScope.DENY, MaskScope.ALL_TEXT_OUTSIDE_IMAGE):
+            self._deny(views, regions, lines, decision, matcher, found, areas)
+            return
         chosen = partial(_chosen, decision=decision, matcher=matcher)
         for index, frame_regions in regions.items():  # candidates inside the image areas, if any
             found.candidates += len(frame_regions)
             for rect in self._region_masks(frame_regions, views[index].strokes, chosen):
                 found.add(index, rect)
-        found.ocr_frames |= reader.read_frames | set(wholes)
-        for index, words in whole_words.items():
-            self._whole_frame(views[index], words, decision, matcher, found, areas)
+        for index, frame_lines in lines.items():
+            found.candidates += len(frame_lines)
+            for line in frame_lines:
+                outside = bool(areas) and not inside_any(line.rect, areas)
+                verdict = self._verdict(line.text, line.confidence, _line_words(line), decision, matcher)
+                if outside or decision.mask is MaskScope.ALL_TEXT or verdict is _Verdict.PHI:
+                    found.add(None, self._line_mask(line.rect, views[index].strokes), _Hit.OUTSIDE if outside else _Hit.READ)
+
+    def _whole_frames(self, views: dict[int, _View], decision: Decision) -> list[int]:
+        """Frames the whole-frame reader reads: for "ocr" any, at most ocr.full_frames; for
+        "detect" those where the detector found a candidate, at most readers.detected_frames;
+        spread over the loop."""
+        settings = self._policy.settings
+        limit = settings.ocr.full_frames
+        if decision.action is Action.OCR:
+            pool = sorted(views)
+        else:
+            pool = [i for i in sorted(views) if views[i].candidates]
+            limit = min(limit, settings.readers.detected_frames)
+        return [pool[p] for p in _frame_order(len(pool), limit)]
+
+    def _deny(
+        self, views: dict[int, _View], regions: Regions, lines: dict[int, list[TextLine]], decision: Decision,
+        matcher: PhiMatcher, found: _Found, areas: list[Rect],
+    ) -> None:
+        """Deny by default. Each place text was seen (a detector candidate, a line the whole-frame
+        reader found) goes unless a reading of it (its own, or the other reader's of the same
+        place) is sure and wholly safe, and none holds PHI or a label. A candidate read as nothing
+        goes if it holds a line of letters. What sits on a line with text that goes, goes too;
+        all of it as whole boxes, not word by word. Whole-frame lines go on every frame."""
+        for index, view in views.items():
+            frame_regions = regions.get(index, [])
+            frame_lines = lines.get(index, [])
+            found.candidates += len(frame_regions) + len(frame_lines)
+            own = [self._candidate_verdict(c, ws, view.strokes, decision, matcher) for c, ws in frame_regions]
+            read = [self._verdict(ln.text, ln.confidence, _line_words(ln), decision, matcher) for ln in frame_lines]
+            boxes = [c for c, _ in frame_regions] + [ln.rect for ln in frame_lines]
+            verdicts = own + read
+            phi, unsure, kept = [], [], []
+            for box, verdict in zip(boxes, verdicts):
+                others = {v for b, v in zip(boxes, verdicts) if b is not box and b.overlaps(box)}
+                if _Verdict.PHI in others | {verdict} or (areas and not inside_any(box, areas)):
+                    phi.append(box)
+                elif _Verdict.SAFE in others | {verdict} or (verdict is _Verdict.BLANK and not others):
+                    kept.append(box)
+                else:
+                    unsure.append(box)
+            for box in _whole_lines(phi, kept) + unsure:
+                outside = bool(areas) and not inside_any(box, areas)
+                if box in boxes[len(own):]:  # a whole-frame reader's line: on every frame
+                    found.add(None, self._line_mask(box, view.strokes), _Hit.OUTSIDE if outside else _Hit.READ)
+                else:
+                    found.add(index, mask_rect(box, view.strokes, box.grown(2, *view.strokes.shape), self._policy.settings.masking))
+
+    def _verdict(self, text: str, confidence: float, words: list[Word], decision: Decision, matcher: PhiMatcher) -> "_Verdict":
+        """One reading of one place: PHI (or a label), sure and wholly safe, or unsure."""
+        vocabulary = self._policy.vocabulary
+        if vocabulary.labelled(text) or matcher.phi_phrases(words):
+            return _Verdict.PHI
+        if confidence >= self._policy.settings.deny.min_confidence and vocabulary.safe_line(text, decision.modality):
+            return _Verdict.SAFE
+        return _Verdict.UNSURE
+
+    def _candidate_verdict(
+        self, candidate: Rect, words: list[Word], strokes: np.ndarray, decision: Decision, matcher: PhiMatcher,
+    ) -> "_Verdict":
+        """A detector candidate's readings (one per rendering): PHI if any holds PHI or a label,
+        safe if one is sure and wholly safe, else unsure. A candidate that is no line of letters
+        (a blob of anatomy the detector let through) and reads as nothing sure is blank: not text."""
+        if matcher.phi_phrases(words):
+            return _Verdict.PHI
+        detector, settings = self._policy.settings.detector, self._policy.settings
+        letters = small_text_line(
+            strokes, candidate, detector.min_text_height, detector.max_text_height, settings.masking.unreadable_min_letters
+        )
+        sure = 100 * settings.deny.text_confidence
+        readings = [[w for line in lines for w in line] for lines in _by_reading(words).values()]
+        readings = [r for r in readings if any(any(ch.isalnum() for ch in w.text) for w in r)]
+        if not letters:
+            readings = [r for r in readings if min(w.confidence for w in r) >= sure]
+        if not readings:
+            return _Verdict.UNSURE if letters else _Verdict.BLANK
+        verdicts = {
+            self._verdict(" ".join(w.text for w in r), min(w.confidence for w in r) / 100, r, decision, matcher)
+            for r in readings
+        }
+        if _Verdict.PHI in verdicts:
+            return _Verdict.PHI
+        return _Verdict.SAFE if _Verdict.SAFE in verdicts else _Verdict.UNSURE
 
     def _region_masks(
         self, frame_regions: list[tuple[Rect, list[Word]]], strokes: np.ndarray,
@@ -376,17 +510,12 @@ class PixelCleaner:
             found.add(index, mask_rect(candidate, view.strokes, limit, masking), _Hit.UNREADABLE)
         return replace(view, candidates=kept)
 
-    def _whole_frame(
-        self, view: _View, words: list[Word], decision: Decision, matcher: PhiMatcher, found: _Found, areas: list[Rect]
-    ) -> None:
-        """Text read on a whole frame is masked on every frame: overlays do not move in a loop.
-        With image areas, every word outside them goes too, as their candidates do."""
-        strokes = view.strokes
-        outside = [[w] for w in words if areas and not inside_any(w.rect, areas)]
-        for phrases, hit in ((_chosen(words, decision, matcher), _Hit.READ), (outside, _Hit.OUTSIDE)):
-            for phrase in phrases:
-                rects = [self._word_mask(w.rect, strokes) for w in phrase]
-                found.add(None, spanning(rects), hit)
+    def _line_mask(self, line: Rect, strokes: np.ndarray) -> Rect:
+        """A reader's line box and the strokes it touches, with the policy's margin: the box is
+        kept whole, as the detector may have seen only part of the line's strokes."""
+        masking = self._policy.settings.masking
+        margin = max(masking.min_margin, round(masking.margin_fraction * line.h))
+        return spanning([line.grown(margin, *strokes.shape), self._word_mask(line, strokes)])
 
     def _word_mask(self, word: Rect, strokes: np.ndarray) -> Rect:
         limit = word.grown(max(2, word.h // 2), *strokes.shape)
@@ -410,14 +539,16 @@ class PixelCleaner:
         again (text the search saw but misread: OCR of a line whose neighbours are now black may
         read a date it garbled) is masked too and verified again, `remask_rounds` times. PHI read
         only on a whole frame means the detector missed text: the instance fails at once, as it
-        does when PHI is still read after the last round."""
+        does when PHI is still read after the last round; where the search missed text only the
+        second look sees (PHI read on the whole frame while no region holds any), at once."""
         rounds = self._policy.settings.verify.remask_rounds
         for round_number in range(rounds + 1):
             changed = self._paint(frames, ds, found)
             leftover, on_whole_frame = self._verify(frames, ds, views, changed, decision, matcher, reader)
             if not leftover and not on_whole_frame:
                 return
-            if on_whole_frame or round_number == rounds:
+            if round_number == rounds or (on_whole_frame and not leftover):
+                self.second_look_failures += on_whole_frame
                 raise PixelCleaningError("verification OCR still finds PHI after masking")
             for index, rect in leftover:
                 found.add(index, rect, _Hit.VERIFIED)
@@ -442,14 +573,19 @@ class PixelCleaner:
             view = _View.of(frames, index, ds, settings.detector, earlier.span if earlier else None)
             views[index] = view if earlier is None else view.without_new_strokes(earlier.strokes)
         whole_count = settings.verify.full_frames if decision.action in settings.verify.full_frame_actions else 0
-        wholes = {
-            changed[position]: views[changed[position]].whole(settings.ocr, thorough=False)
-            for position in _frame_order(len(changed), whole_count)
-        }
-        regions, whole_words = reader.read(views, wholes)
+        regions = reader.read(views)
         masks = [(index, rect) for index, frame_regions in regions.items()  # one frame at a time
                  for rect in self._region_masks(frame_regions, views[index].strokes, matcher.phi_phrases)]
-        return masks, any(matcher.phi_phrases(words) for words in whole_words.values())
+        second_look = [changed[position] for position in _frame_order(len(changed), whole_count)]
+        return masks, any(self._still_phi(views[index].gray, matcher) for index in second_look)
+
+    def _still_phi(self, gray: np.ndarray, matcher: PhiMatcher) -> bool:
+        """The second look: the masked frame read whole by the other reader; PHI or a label read
+        there means the search missed text (the instance fails closed)."""
+        for line in self._second_reader.read(gray):
+            if self._policy.vocabulary.labelled(line.text) or matcher.phi_phrases(_line_words(line)):
+                return True
+        return False
 
     @staticmethod
     def _reason(rule_names: list[str], decision: Decision, found: _Found) -> str:
@@ -465,3 +601,19 @@ class PixelCleaner:
         if not parts:
             parts.append("no phi" if found.candidates else "no text")
         return ", ".join(parts)
+
+
+def _by_reading(words: list[Word]) -> dict[object, list[list[Word]]]:
+    """Lines of words, per rendering they were read in: each rendering is one reading of the text."""
+    readings: dict[object, list[list[Word]]] = {}
+    for line in text_lines(words):
+        readings.setdefault(line[0].reading, []).append(line)
+    return readings
+
+
+def _boxes_over_text(region_boxes: list[Box], views: dict[int, "_View"], rows: int, cols: int) -> set[Rect]:
+    """The region rules' boxes where the pixels hold text: a rule's premise is text at that place
+    (a vendor's banner); where the detector finds none on any frame (the rule's text lives in an
+    overlay plane, or this device did not print it), the pixels are left as they are."""
+    boxes = {Rect(*b).grown(0, rows, cols) for b in region_boxes} - {Rect(0, 0, 0, 0)}
+    return {b for b in boxes if b.w and b.h and any(b.overlaps(c) for v in views.values() for c in v.candidates)}

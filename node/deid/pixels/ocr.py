@@ -35,7 +35,6 @@ class Word:
 
 
 STROKES, GREY, INVERTED = Rendering.STROKES, Rendering.GREY, Rendering.INVERTED
-ALL_READINGS = (STROKES, GREY, INVERTED)
 
 
 @dataclass(frozen=True)

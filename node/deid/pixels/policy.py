@@ -7,7 +7,7 @@ or only PHI-matching text is masked, lives in the file so sites can tune it with
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import Enum
 from pathlib import Path
 from typing import Any
@@ -18,6 +18,7 @@ from pydicom.dataset import Dataset
 
 from node.deid.pixels.outcome import PixelPolicyError
 from node.deid.pixels.regions import RegionRule, attribute_text, load_region_rules
+from node.deid.pixels.vocabulary import Vocabulary, load_vocabulary
 
 
 class Action(str, Enum):
@@ -29,9 +30,19 @@ class Action(str, Enum):
 class MaskScope(str, Enum):
     PHI = "phi"  # only text matching this instance's PHI or a PHI pattern
     ALL_TEXT = "all_text"  # every region OCR reads text in
+    # Deny by default: every line of text goes, label and value, unless all it says is known to be
+    # safe (the policy's vocabulary: markers, units, values, annotation words of the modality).
+    DENY = "deny"
     # Ultrasound: every text candidate outside the image areas the instance declares (Sequence of
-    # Ultrasound Regions), unread; PHI only inside them. Without that sequence: as "phi".
+    # Ultrasound Regions), unread; inside them (or without that sequence) as "deny".
     ALL_TEXT_OUTSIDE_IMAGE = "all_text_outside_image"
+
+
+class ReaderKind(str, Enum):
+    """A whole-frame text reader (readers.py)."""
+
+    RAPIDOCR = "rapidocr"  # PP-OCRv4 detection and recognition, onnxruntime
+    TESSERACT = "tesseract"  # Tesseract 5 in-process
 
 
 class Rendering(str, Enum):
@@ -39,7 +50,7 @@ class Rendering(str, Enum):
 
     STROKES = "strokes"  # the detector's stroke pixels alone: background gone
     GREY = "grey"  # the grey image, text made dark
-    INVERTED = "inverted"  # the grey image the other way (whole frames of action "ocr")
+    INVERTED = "inverted"  # the grey image the other way
 
 
 class _Strict(BaseModel):
@@ -88,12 +99,12 @@ class Rule(_Strict):
     name: str = Field(min_length=1)
     when: Signature
     action: Action
-    mask: MaskScope = MaskScope.PHI
+    mask: MaskScope = MaskScope.DENY
 
 
 class Treatment(_Strict):
     action: Action = Action.DETECT
-    mask: MaskScope = MaskScope.PHI
+    mask: MaskScope = MaskScope.DENY
 
 
 class DetectorSettings(_Strict):
@@ -119,8 +130,7 @@ class OcrSettings(_Strict):
     target_text_height: int = Field(default=40, ge=10)
     max_upscale: float = Field(default=5.0, ge=1)
     min_confidence: float = Field(default=0.0, ge=0, le=100)
-    full_frame_max_side: int = Field(default=1600, ge=256)
-    full_frames: int = Field(default=3, ge=1)  # action "ocr": frames read whole, spread over a loop
+    full_frames: int = Field(default=3, ge=1)  # frames the whole-frame reader reads, spread over a loop
     readings: tuple[Rendering, ...] = Field(default=(Rendering.STROKES, Rendering.GREY), min_length=1)
     # Candidates at least this tall (px) are read in the first rendering only, upscaled to
     # `large_text_height`: tesseract reads text of that size reliably, while small text needs
@@ -171,8 +181,33 @@ class VerifySettings(_Strict):
     remask_rounds: int = Field(default=1, ge=0)
 
 
+class ReaderSettings(_Strict):
+    """Which reader reads whole frames in the search, and which takes the second look after
+    masking (readers.py); a different one, so what one model misses the other may see."""
+
+    whole_frame: ReaderKind = ReaderKind.RAPIDOCR
+    second_look: ReaderKind = ReaderKind.TESSERACT
+    threads: int = Field(default=1, ge=1)  # onnxruntime intra-op threads per worker process
+    # Whole frames are read where the action is "ocr" (ocr.full_frames of them), and, for
+    # "detect", on up to this many frames where the detector found a candidate; 0: none.
+    detected_frames: int = Field(default=0, ge=0)
+
+
+class DenySettings(_Strict):
+    # What may stay, relative to the policy file; none: nothing is known to be safe, all text goes.
+    vocabulary: Path | None = None
+    # Readings less sure than this (0-1; tesseract's confidence /100, PP-OCR's score) are uncertain:
+    # their line is masked, whatever it seems to say.
+    min_confidence: float = Field(default=0.4, ge=0, le=1)
+    # A detector candidate that is no line of letters counts as text only where it reads this
+    # surely: anatomy and speckle the detector lets through read as short junk, unsurely.
+    text_confidence: float = Field(default=0.6, ge=0, le=1)
+
+
 class PolicyFile(_Strict):
     regions: Path | None = None
+    readers: ReaderSettings = ReaderSettings()
+    deny: DenySettings = DenySettings()
     default: Treatment = Treatment()
     rules: tuple[Rule, ...] = ()
     detector: DetectorSettings = DetectorSettings()
@@ -187,22 +222,25 @@ class Decision:
     action: Action
     mask: MaskScope
     rule: str
+    modality: str = ""  # the instance's, upper-case: which annotation words may stay (vocabulary)
 
 
 @dataclass(frozen=True)
 class PixelPolicy:
     settings: PolicyFile
     region_rules: tuple[RegionRule, ...]
+    vocabulary: Vocabulary
 
     def decide(self, ds: Dataset) -> Decision:
         """First matching rule wins; BurnedInAnnotation=YES always means OCR, whatever a rule says."""
-        decision = Decision(self.settings.default.action, self.settings.default.mask, "default")
+        modality = (attribute_text(ds, "Modality") or "").strip().upper()
+        decision = Decision(self.settings.default.action, self.settings.default.mask, "default", modality)
         for rule in self.settings.rules:
             if rule.when.matches(ds):
-                decision = Decision(rule.action, rule.mask, rule.name)
+                decision = Decision(rule.action, rule.mask, rule.name, modality)
                 break
         if _equals(attribute_text(ds, "BurnedInAnnotation"), "YES"):
-            return Decision(Action.OCR, decision.mask, decision.rule)
+            return replace(decision, action=Action.OCR)
         return decision
 
 
@@ -223,7 +261,11 @@ def load_policy(path: Path) -> PixelPolicy:
     if settings.regions is not None:
         region_path = settings.regions if settings.regions.is_absolute() else path.parent / settings.regions
         regions = load_region_rules(region_path)
-    return PixelPolicy(settings, regions)
+    vocabulary = Vocabulary(labels=frozenset())
+    if settings.deny.vocabulary is not None:
+        known = settings.deny.vocabulary
+        vocabulary = load_vocabulary(known if known.is_absolute() else path.parent / known)
+    return PixelPolicy(settings, regions, vocabulary)
 
 
 def _describe(exc: ValidationError, raw: dict[str, Any]) -> str:

@@ -58,13 +58,17 @@ def _policy(tmp_path: Path, text: str) -> Path:
 
 
 def test_phi_left_after_masking_fails_closed(tmp_path: Path) -> None:
-    """A policy whose detector never fires but whose region rule masks elsewhere: verification reads the PHI
-    on the whole frame, where the detector found nothing: the search missed text, so no second round."""
+    """A policy that searches no text (action skip) but has a region rule over the first line: the
+    rule's box goes, the labelled line below stays; the second look (the other reader, on the whole
+    masked frame) reads the label ("DOB:"): the search missed text, so no second round."""
     (tmp_path / "regions.yaml").write_text(
-        "rules:\n  - name: corner\n    when: {Manufacturer: {equals: SYNTHETIC}}\n    boxes: [[200, 100, 20, 20]]\n"
+        "rules:\n  - name: corner\n    when: {Manufacturer: {equals: SYNTHETIC}}\n    boxes: [[0, 0, 128, 24]]\n"
     )
-    policy = _policy(tmp_path, "regions: regions.yaml\ndetector: {min_text_height: 60}\n")  # no 12 px text found
-    mask = text_mask(256, 256, Font("DejaVuSans.ttf", 12))
+    policy = _policy(
+        tmp_path, "regions: regions.yaml\ndefault: {action: skip}\nverify: {full_frame_actions: [skip]}\n"
+        f"deny: {{vocabulary: {POLICY.parent / 'pixel-vocabulary.yaml'}}}\n"  # where the labels are
+    )
+    mask = text_block(256, 256, Font("DejaVuSans.ttf", 12), ("DOE JANE", "DOB: 03.14.1962"), x=6, y=6)
     ds = image_dataset(Kind("MONOCHROME2", 12), "CT", mask)
     with pytest.raises(PixelCleaningError, match="verification") as error:
         PixelCleaner.from_policy_file(policy).clean(ds, collect_header_phi(ds))
@@ -80,22 +84,30 @@ def _garbled_at_first() -> tuple[pydicom.Dataset, np.ndarray]:
     return image_dataset(Kind("MONOCHROME2", 16, signed=True), "CT", mask), mask
 
 
-def test_phi_first_read_on_verification_is_masked_and_verified_again(clean: Clean) -> None:
+def _phi_scope(tmp_path: Path, **verify: int) -> Path:
+    """The shipped policy masking PHI only (as before deny by default): what the search reads
+    garbled stays, and the verification's new look is what finds it."""
+    shipped = yaml.safe_load(POLICY.read_text())
+    shipped["regions"] = str(POLICY.parent / shipped["regions"])
+    shipped["deny"]["vocabulary"] = str(POLICY.parent / shipped["deny"]["vocabulary"])
+    shipped["default"]["mask"] = "phi"
+    shipped["verify"].update(verify)
+    return _policy(tmp_path, yaml.safe_dump(shipped))
+
+
+def test_phi_first_read_on_verification_is_masked_and_verified_again(tmp_path: Path) -> None:
     ds, mask = _garbled_at_first()
     before = decoded(ds)
-    outcome = clean(ds)
+    outcome = PixelCleaner.from_policy_file(_phi_scope(tmp_path)).clean(ds, collect_header_phi(ds))
     assert outcome.redacted
     assert "phi read on verification" in outcome.reason
     assert changed_pixels(before, decoded(ds))[0][mask].mean() >= 0.99
 
 
 def test_phi_read_on_verification_fails_closed_without_remask_rounds(tmp_path: Path) -> None:
-    shipped = yaml.safe_load(POLICY.read_text())
-    shipped["regions"] = str(POLICY.parent / shipped["regions"])
-    shipped["verify"]["remask_rounds"] = 0
     ds, _ = _garbled_at_first()
     with pytest.raises(PixelCleaningError, match="verification") as error:
-        PixelCleaner.from_policy_file(_policy(tmp_path, yaml.safe_dump(shipped))).clean(ds, collect_header_phi(ds))
+        PixelCleaner.from_policy_file(_phi_scope(tmp_path, remask_rounds=0)).clean(ds, collect_header_phi(ds))
     assert _phi_free(str(error.value))
 
 

@@ -55,8 +55,9 @@ def test_action_ocr_reads_whole_frames_with_the_regions_and_verifies_a_whole_fra
     mask = text_mask(256, 256, Font("DejaVuSans.ttf", 8))
     outcome = clean(image_dataset(Kind("MONOCHROME2", 12), "CT", mask, burned_in="YES"))
     assert outcome.redacted
-    assert len(sheets) == 2  # search: regions and whole frame; verification: masked whole frame
-    assert all(rows >= 256 for rows, _ in sheets)
+    # One tesseract sheet: the regions. The whole frame is read by PP-OCR, the masked frame (the
+    # second look) by tesseract in-process: neither through the sheet.
+    assert len(sheets) == 1 and outcome.ocr_frames == 1
 
 
 def test_text_an_earlier_instance_showed_is_not_read_again(
@@ -85,4 +86,5 @@ def test_text_an_earlier_instance_showed_is_not_read_again(
     read_again = clean(afresh)
     assert len(sheets) == calls + 1
     assert remembered.PixelData == afresh.PixelData and from_memory.boxes == read_again.boxes
-    assert from_memory.boxes < found.boxes  # this header's name and ID are not on the image
+    # Deny by default: the lines go whatever the header says (they were not known to be safe).
+    assert from_memory.boxes == found.boxes

@@ -26,7 +26,7 @@ def _dataset(**attributes: object) -> pydicom.Dataset:
 
 def test_every_image_is_looked_at_by_default() -> None:
     decision = load_policy(POLICY).decide(_dataset(Modality="CT"))
-    assert (decision.action, decision.mask) == (Action.DETECT, MaskScope.PHI)
+    assert (decision.action, decision.mask) == (Action.DETECT, MaskScope.DENY)  # deny by default (issue 14)
 
 
 def test_burned_in_annotation_yes_always_means_ocr_even_where_a_rule_skips() -> None:

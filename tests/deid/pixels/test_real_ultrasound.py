@@ -67,9 +67,11 @@ def test_us1_text_that_is_not_phi_stays(clean: Clean) -> None:
     before = decoded(ds)
     clean(ds)
     changed = changed_pixels(before, decoded(ds))[0]
-    assert not changed[355:380, 240:365].any()  # "LYMPH NODE"
-    assert not changed[450:475, 395:625].any()  # "TIS<0.4 MI=0.8 AO=100%"
-    assert not changed[110:340, :].any()  # the image itself
+    assert not changed[355:380, 240:365].any()  # "LYMPH NODE": words of the vocabulary, read surely
+    # Deny by default (issue 14): what is read unsurely goes, the settings line whose "MI=0.8"
+    # tesseract reads at confidence 27 and two specks of the image it reads as short words; the
+    # image itself stays but for those specks.
+    assert changed[110:340, :].mean() <= 0.01
 
 
 @pytest.mark.parametrize("name", ["OBXXXX1A_2frame.dcm", "OBXXXX1A_rle_2frame.dcm"])
