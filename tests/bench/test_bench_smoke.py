@@ -47,9 +47,9 @@ def test_node_benchmark_writes_ratios_and_stage_timings(tmp_path: Path) -> None:
     for contender in ("wire", "node", "dicognito", "transport_only"):
         assert comparison[contender]["instances_per_s"] > 0
     assert comparison["node_vs_wire"] == pytest.approx(
-        comparison["node"]["instances_per_s"] / comparison["wire"]["instances_per_s"], rel=0.01)
+        comparison["node"]["instances_per_s"] / comparison["wire"]["instances_per_s"], rel=0.01, abs=0.0005)
     assert comparison["transport_only_vs_wire"] == pytest.approx(
-        comparison["transport_only"]["instances_per_s"] / comparison["wire"]["instances_per_s"], rel=0.01)
+        comparison["transport_only"]["instances_per_s"] / comparison["wire"]["instances_per_s"], rel=0.01, abs=0.0005)
     assert set(comparison["cpu_ms_per_instance"]["transport_only"]) >= {"receive", "deidentify", "forward"}
     stages = comparison["node_stage_timings"]["stages"]
     assert {stages[s]["count"] for s in ("receive", "pixel", "deidentify", "forward")} == {3}

@@ -103,17 +103,18 @@ def test_both_kinds_deliver_to_orthanc_which_then_holds_every_instance(
 
 @pytest.mark.e2e
 def test_a_wrong_password_waits_and_the_corrected_file_is_read_at_the_next_batch(
-    pacs: Orthanc, ct: list[Path], tmp_path: Path
+    pacs: Orthanc, tmp_path: Path
 ) -> None:
+    own = write_series(tmp_path / "own", 2)  # instances no other test of the module stores in this PACS
     password_file = _password_file(tmp_path, "not-the-password")
     stow = _sender(pacs.stow_url, auth=StowAuth(username=USER, password_file=password_file))
     # Nothing is wrong with the instances: no quarantine while an operator fixes the password.
-    assert _outcomes(stow.send(_clean(ct[:2]))) == [(Outcome.WAIT, "HTTP 401: credentials refused (check auth)")] * 2
-    assert not {_uid(path) for path in ct[:2]} & _stored_uids(pacs)
+    assert _outcomes(stow.send(_clean(own))) == [(Outcome.WAIT, "HTTP 401: credentials refused (check auth)")] * 2
+    assert not {_uid(path) for path in own} & _stored_uids(pacs)
 
     _password_file(tmp_path, PASSWORD)
-    assert [r.outcome for r in stow.send(_clean(ct[:2]))] == [Outcome.DELIVERED] * 2
-    assert {_uid(path) for path in ct[:2]} <= _stored_uids(pacs)
+    assert [r.outcome for r in stow.send(_clean(own))] == [Outcome.DELIVERED] * 2
+    assert {_uid(path) for path in own} <= _stored_uids(pacs)
     stow.close()
 
 
