@@ -43,6 +43,8 @@ _PIXEL_COUNTS = re.compile(r"\bframes=(\d+) ocr=(\d+)\b")  # PixelOutcome.audit_
 _RECHECK_IDS = 2_000  # ids below the newest seen that are read again: commits that came late (PostgreSQL)
 _PAGE = 20_000
 _BEFORE_ROUTING = (JobState.RECEIVED, JobState.PROCESSING)
+# Job states from before deliveries (revision 0003): shown only while old rows still hold them.
+RETIRED_STATES = frozenset({JobState.FORWARDING, JobState.FAILED})
 
 
 @dataclass(frozen=True)
@@ -301,7 +303,8 @@ class NodeMetrics(Collector):
                                       labels=["route", "state"])
         for route in routes:
             for state in JobState:
-                job_depth.add_metric([route, state.value], jobs[(route, state)])
+                if jobs[(route, state)] or state not in RETIRED_STATES:
+                    job_depth.add_metric([route, state.value], jobs[(route, state)])
         yield job_depth
         delivery_depth = GaugeMetricFamily("deid_node_deliveries", "Deliveries per route, destination and state.",
                                            labels=["route", "destination", "state"])

@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from node.factory import Node
-from node.metrics import as_utc
+from node.metrics import RETIRED_STATES, as_utc
 from node.persist.models import AuditEvent, Delivery, DeliveryState, Job, JobState, utcnow
 
 CHART_MINUTES = 60
@@ -59,7 +59,9 @@ def read_status(node: Node) -> StatusView:
     refused_by = node.jobs.quarantined_destinations([j.id for j in jobs])
     quarantine = [QuarantinedJob(j.id, as_utc(j.received_at), j.last_error or "", refused_by[j.id],
                                  j.sop_instance_hash[:12]) for j in jobs]
-    return StatusView(report.by_state, [s.value for s in DeliveryState], per_destination, report.oldest_waiting,
+    by_state = {state: count for state, count in report.by_state.items()
+                if count or JobState(state) not in RETIRED_STATES}
+    return StatusView(by_state, [s.value for s in DeliveryState], per_destination, report.oldest_waiting,
                       per_minute, waiting, quarantine, utcnow())
 
 

@@ -42,6 +42,7 @@ def test_status_shows_jobs_deliveries_waits_and_refusals_and_its_buttons_work(no
     jobs = _part(page.text, 'id="jobs-per-state"')
     for state, count in (("clean", 2), ("forwarded", 1), ("quarantined", 2), ("received", 0)):
         assert f'data-state="{state}">{count}<' in jobs
+    assert 'data-state="failed"' not in jobs  # a state no job enters any more, and no old row holds
     pacs = _part(page.text, 'id="per-destination"').split('data-destination="pacs"', 1)[1].split("</tr>", 1)[0]
     archive = _part(page.text, 'id="per-destination"').split('data-destination="archive"', 1)[1].split("</tr>", 1)[0]
     assert 'data-state="delivered">3<' in pacs and 'data-state="quarantined">1<' in pacs
