@@ -45,6 +45,7 @@ _PAGE = 20_000
 _BEFORE_ROUTING = (JobState.RECEIVED, JobState.PROCESSING)
 # Job states from before deliveries (revision 0003): shown only while old rows still hold them.
 RETIRED_STATES = frozenset({JobState.FORWARDING, JobState.FAILED})
+_OPEN_DELIVERIES = (DeliveryState.PENDING, DeliveryState.SENDING)
 
 
 @dataclass(frozen=True)
@@ -214,16 +215,20 @@ def jobs_by_route_and_state(session: Session, node: str, labels: Labels) -> Coun
 
 
 def deliveries_by_route(session: Session, node: str, labels: Labels) -> list[DeliveryCount]:
-    open_row = Delivery.state.in_([DeliveryState.PENDING, DeliveryState.SENDING])
+    open_row = Delivery.state.in_(_OPEN_DELIVERIES)
     retries = case((open_row, Delivery.attempts), (Delivery.attempts > 0, Delivery.attempts - 1), else_=0)
     query = (select(Job.route, Delivery.destination, Delivery.state, func.count(),
                     func.count(Delivery.waiting_since), func.coalesce(func.sum(retries), 0),
                     func.min(Delivery.waiting_since))
              .join(Job, Job.id == Delivery.job_id).where(Delivery.node == node)
              .group_by(Job.route, Delivery.destination, Delivery.state))
-    return [DeliveryCount(labels.route(route), destination, DeliveryState(state), count, waiting, int(tries),
-                          as_utc(since) if since is not None else None)
-            for route, destination, state, count, waiting, tries, since in session.execute(query).all()]
+    counts = []
+    for route, destination, state, count, waiting, tries, since in session.execute(query).all():
+        if DeliveryState(state) not in _OPEN_DELIVERIES:  # a delivery refused after waiting keeps its waiting_since
+            waiting, since = 0, None
+        counts.append(DeliveryCount(labels.route(route), destination, DeliveryState(state), count, waiting,
+                                    int(tries), as_utc(since) if since is not None else None))
+    return counts
 
 
 class NodeMetrics(Collector):

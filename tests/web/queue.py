@@ -18,9 +18,10 @@ CT_IMAGE = "1.2.840.10008.5.1.4.1.1.2"
 ROUTES = {"ct": ("pacs", "archive"), "mr": ("pacs",)}
 
 
-def routed_node(node_config: Callable[..., Path]) -> Node:
-    """Route `ct` sends to `pacs` and `archive`, route `mr` to `pacs` (peers never called)."""
-    config = node_config(pixels=False, routes=[
+def routed_node(node_config: Callable[..., Path], database_url: str | None = None) -> Node:
+    """Route `ct` sends to `pacs` and `archive`, route `mr` to `pacs` (peers never called); the
+    database a SQLite file unless `database_url` names one."""
+    config = node_config(pixels=False, database_url=database_url, routes=[
         {"name": name, "calling_ae_titles": ["MODALITY"], "modalities": [name.upper()], "profile": "basic.yaml",
          "destinations": list(destinations)} for name, destinations in ROUTES.items()],
         destinations={name: {"ae_title": name.upper(), "host": "127.0.0.1", "port": 9}

@@ -5,10 +5,14 @@ later ids were read, and a purged job's events stay counted."""
 
 from __future__ import annotations
 
+import uuid
+
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from node.metrics import NodeMetrics
 from node.persist.models import AuditEvent, JobState, utcnow
+from tests.servers import unavailable
 from tests.web.queue import ROUTES, cleaned, received, routed_node, set_aside, settle
 
 Key = tuple[str, frozenset[tuple[str, str]]]
@@ -28,8 +32,20 @@ def _event(node, event_id: int, event: str) -> None:  # type: ignore[no-untyped-
         connection.execute(AuditEvent.__table__.insert(), [dict(id=event_id, event=event, at=utcnow(), job_id=None)])
 
 
-def test_counts_by_route_and_destination_each_event_once_late_commits_included_purged_kept(node_config) -> None:  # type: ignore[no-untyped-def]
-    node = routed_node(node_config)
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest) -> str | None:
+    """None (a SQLite file), or a fresh database on the suite's PostgreSQL: several nodes may
+    share one, and the metrics' SQL must read the same on both."""
+    if request.param == "sqlite":
+        return None
+    if reason := unavailable("postgres"):
+        pytest.skip(reason)
+    return str(request.getfixturevalue("postgres").create_database(f"web_{uuid.uuid4().hex[:16]}"))
+
+
+def test_counts_by_route_and_destination_each_event_once_late_commits_included_purged_kept(
+        node_config, database_url: str | None) -> None:  # type: ignore[no-untyped-def]
+    node = routed_node(node_config, database_url)
     reader = NodeMetrics(node.sessions, node.settings)
     assert _values(reader)[_key("deid_node_deliveries_delivered_total", route="ct", destination="archive")] == 0
 
@@ -72,10 +88,15 @@ def test_counts_by_route_and_destination_each_event_once_late_commits_included_p
     assert values[_key("deid_node_stage_seconds_count", route="ct", stage="forward")] == 2
     assert values[_key("deid_node_stage_seconds_count", route="mr", stage="deid")] == 2
 
+    node.deliveries.make_due("archive")
+    settle(node, "archive", delivered=[held_back], refused={ct[2]: "waited longer than forward.give_up_after_seconds"})
     _event(node, 50, "received")  # a transaction that took its id early and commits after id 100 was read
     assert node.jobs.purge(mr[1], "test")  # purged: its events lose their job, and still count
     values = _values(reader)
     assert values[_key("deid_node_instances_received_total", route="unrouted")] == 2
     assert values[_key("deid_node_deliveries_quarantined_total", route="mr", destination="pacs")] == 1
     assert values[_key("deid_node_deliveries_delivered_total", route="ct", destination="pacs")] == 3
+    assert values[_key("deid_node_deliveries_quarantined_total", route="ct", destination="archive")] == 1
+    assert values[_key("deid_node_deliveries_waiting", route="ct", destination="archive")] == 0  # refused now
+    assert _key("deid_node_destination_waiting_since_seconds", route="ct", destination="archive") not in values
     assert _values(reader)[_key("deid_node_instances_received_total", route="ct")] == 4  # nothing new adds nothing
