@@ -18,7 +18,8 @@ import subprocess
 import tempfile
 import time
 import urllib.request
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from io import BytesIO
 from pathlib import Path
 from types import TracebackType
@@ -27,6 +28,8 @@ from typing import Any, Self
 import pydicom
 from pydicom.filereader import read_file_meta_info
 from pydicom.uid import UID
+from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, evt
+from pynetdicom.events import Event
 
 ORTHANC_BINARY = Path("/usr/sbin/Orthanc")
 DICOMWEB_PLUGIN = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")  # Debian's orthanc-dicomweb
@@ -435,3 +438,22 @@ def echoscu(
     """A C-ECHO with dcmtk's echoscu; never raises, so a test can assert on a refusal."""
     command = ["echoscu", "-aet", calling_ae, "-aec", called_ae, host, str(port)]
     return subprocess.run(command, capture_output=True, text=True, check=False, timeout=timeout, env=_no_nagle_env())
+
+
+@contextmanager
+def storage_peer(sop_classes: Sequence[str], store: Callable[[Event], object] | None = None,
+                 **settings: object) -> Iterator[int]:
+    """A pynetdicom C-STORE SCP on a free port accepting only `sop_classes` (an instance of any
+    other class is refused for cause); yields its port."""
+    ae = AE(ae_title="SINK")
+    for sop_class in sop_classes:
+        ae.add_supported_context(sop_class, ALL_TRANSFER_SYNTAXES)
+    for name, value in settings.items():
+        setattr(ae, name, value)
+    port = free_port()
+    handlers = [(evt.EVT_C_STORE, store or (lambda event: 0x0000))]
+    server = ae.start_server(("127.0.0.1", port), block=False, evt_handlers=handlers)
+    try:
+        yield port
+    finally:
+        server.shutdown()

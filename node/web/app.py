@@ -11,8 +11,6 @@ from __future__ import annotations
 import io
 import threading
 from collections.abc import Awaitable, Callable
-from functools import cached_property
-
 import pydicom
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.applications import Starlette
@@ -24,10 +22,11 @@ from starlette.routing import Route
 from starlette.templating import Jinja2Templates
 
 from node import admin
-from node.deid.pipeline import DeidentificationError, Deidentifier, read_instance
+from node.deid.pipeline import DeidentificationError, read_instance
 from node.receive.sealing import SealBroken
 from node.factory import Node
-from node.metrics import DEFAULT_ROUTE, NodeMetrics
+from node.config import ConfigError
+from node.metrics import NodeMetrics
 from node.persist.models import JobState
 from node.preview import DryRun, dry_run
 from node.web.auth import PUBLIC_PATHS, SESSION_COOKIE, AdminToken
@@ -57,13 +56,20 @@ class Window:
         # the first reading goes through the whole audit trail: do it now, not in a scrape
         threading.Thread(target=self.metrics_reader.text, name="metrics-warm-up", daemon=True).start()
 
-    @cached_property
-    def deidentifier(self) -> Deidentifier:
-        return self.node.deidentifier()
+    @property
+    def route_names(self) -> list[str]:
+        return [route.name for route in self.node.settings.routes]
 
-    def dry_run(self, ds: pydicom.Dataset) -> DryRun:
+    def dry_run(self, ds: pydicom.Dataset, route_name: str | None) -> DryRun:
+        """What `route_name` (the first route when None or unknown: a job set aside before it was
+        routed) would forward: its profile and pixel policy, its project's keyed derivation."""
+        try:
+            route = self.node.settings.route(route_name) if route_name else self.node.settings.routes[0]
+        except ConfigError:
+            route = self.node.settings.routes[0]
         with self._dry_run_lock:
-            return dry_run(self.deidentifier, self.node.derivation, ds, frame_limit=REVIEW_FRAMES)
+            return dry_run(self.node.deidentifier(route), self.node.derivation.for_project(route.project), ds,
+                           frame_limit=REVIEW_FRAMES)
 
     def page(self, request: Request, template: str, status_code: int = 200, **context: object) -> Response:
         context.setdefault("refresh", None)
@@ -114,10 +120,14 @@ class Window:
         if job is None or job.state != JobState.QUARANTINED or job.node != self.node.settings.node_name:
             return self.page(request, "missing.html", status_code=404)
         try:
-            run = self.dry_run(read_instance(self.node.spool.open_original(job.spool_file, area="quarantine")))
+            run = self.dry_run(read_instance(self.node.spool.open_original(job.spool_file, area="quarantine")),
+                               job.route)
         except (DeidentificationError, SealBroken) as exc:
             run = DryRun(error=str(exc))
-        return self.page(request, "review.html", job=job, run=run)
+        except OSError as exc:  # the spool copy is gone or unreadable: the page still lets one decide
+            run = DryRun(error=f"the quarantined copy cannot be read ({type(exc).__name__})")
+        refused_by = self.node.jobs.quarantined_destinations([job.id])[job.id]
+        return self.page(request, "review.html", job=job, run=run, refused_by=refused_by)
 
     async def release(self, request: Request) -> Response:
         if not await self._csrf_ok(request):
@@ -135,14 +145,15 @@ class Window:
         admin.purge(self.node, [job_id])
         return RedirectResponse("/", status_code=303)
 
-    async def retry_failed(self, request: Request) -> Response:
-        if not await self._csrf_ok(request):
+    async def retry_waiting(self, request: Request) -> Response:
+        form = await request.form()
+        if not self.token.csrf_ok(request, _text(form.get("csrf"))):
             return _forbidden()
-        admin.retry_waiting(self.node)
+        admin.retry_waiting(self.node, _text(form.get("destination")) or None)
         return RedirectResponse("/", status_code=303)
 
     def preview_form(self, request: Request) -> Response:
-        return self.page(request, "preview.html", run=None, routes=[DEFAULT_ROUTE])
+        return self.page(request, "preview.html", run=None, routes=self.route_names)
 
     async def preview(self, request: Request) -> Response:
         if int(request.headers.get("content-length", "0")) > MAX_UPLOAD_BYTES:
@@ -153,15 +164,15 @@ class Window:
         upload = form.get("file")
         if upload is None or isinstance(upload, str):
             return self.page(request, "preview.html", status_code=400, run=DryRun(error="no file sent"),
-                             routes=[DEFAULT_ROUTE])
+                             routes=self.route_names)
         data = await upload.read()
         try:
             ds = pydicom.dcmread(io.BytesIO(data))
         except Exception as exc:  # noqa: BLE001 - whatever a damaged upload makes pydicom raise
             run = DryRun(error=f"unreadable DICOM file ({type(exc).__name__})")
         else:
-            run = self.dry_run(ds)
-        return self.page(request, "preview.html", run=run, routes=[DEFAULT_ROUTE])
+            run = self.dry_run(ds, _text(form.get("route")))
+        return self.page(request, "preview.html", run=run, routes=self.route_names)
 
     async def _csrf_ok(self, request: Request) -> bool:
         form = await request.form()
@@ -187,7 +198,7 @@ def create_app(node: Node, token: AdminToken) -> Starlette:
         Route("/quarantine/{job_id:int}", window.review, methods=["GET"]),
         Route("/quarantine/{job_id:int}/release", window.release, methods=["POST"]),
         Route("/quarantine/{job_id:int}/purge", window.purge, methods=["POST"]),
-        Route("/failed/retry", window.retry_failed, methods=["POST"]),
+        Route("/deliveries/retry", window.retry_waiting, methods=["POST"]),
         Route("/preview", window.preview_form, methods=["GET"]),
         Route("/preview", window.preview, methods=["POST"]),
     ]

@@ -10,7 +10,7 @@ import json
 import re
 import subprocess
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -18,7 +18,6 @@ import pytest
 from pydicom import Dataset
 from pydicom.data import get_testdata_file
 from pydicom.uid import ExplicitVRLittleEndian
-from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, evt
 from pynetdicom.dsutils import split_dataset
 from pynetdicom.events import Event
 from pynetdicom.sop_class import RTPlanStorage  # type: ignore[attr-defined]
@@ -28,7 +27,7 @@ from node.config import Destination
 from node.forward.dimse import DimseSender
 from node.forward.sender import CleanFile, Outcome
 from tests.nodeproc import wait_until
-from tests.servers import Orthanc, free_port, unavailable, wait_for_port
+from tests.servers import Orthanc, free_port, storage_peer, unavailable, wait_for_port
 from tests.synthetic import write_series
 
 CT_IMAGE = "1.2.840.10008.5.1.4.1.1.2"
@@ -276,30 +275,12 @@ def test_a_pair_the_destination_rejects_fails_only_its_files_without_a_new_assoc
         assert len(list((tmp_path / "received").iterdir())) == 7
 
 
-@contextmanager
-def _peer(sop_classes: Sequence[str], store: Callable[[Event], object] | None = None,
-          **settings: object) -> Iterator[int]:
-    """A pynetdicom C-STORE SCP on a free port accepting only `sop_classes`; yields its port."""
-    ae = AE(ae_title="SINK")
-    for sop_class in sop_classes:
-        ae.add_supported_context(sop_class, ALL_TRANSFER_SYNTAXES)
-    for name, value in settings.items():
-        setattr(ae, name, value)
-    port = free_port()
-    handlers = [(evt.EVT_C_STORE, store or (lambda event: 0x0000))]
-    server = ae.start_server(("127.0.0.1", port), block=False, evt_handlers=handlers)
-    try:
-        yield port
-    finally:
-        server.shutdown()
-
-
 def test_a_peer_that_does_not_take_the_sop_class_refuses_those_files_for_cause_not_as_an_outage(
     few_ct: list[Path]
 ) -> None:
     rtplan = _testdata(OTHERS[0])
     ct_refused = f"refused: presentation context not accepted: {CT_IMAGE} in {ExplicitVRLittleEndian}"
-    with _peer([RTPlanStorage]) as port:
+    with storage_peer([RTPlanStorage]) as port:
         scu = _scu(port)
         # An association that takes nothing proposed (pynetdicom aborts it): each file refused with its pair.
         assert _send(scu, few_ct[:2]) == [ct_refused] * 2
@@ -322,7 +303,7 @@ def test_each_c_store_status_is_delivered_waited_on_or_refused_with_the_destinat
             status.ErrorComment = comment
         return status
 
-    with _peer([CT_IMAGE], store) as port:
+    with storage_peer([CT_IMAGE], store) as port:
         results = _scu(port).send([CleanFile(path, CT_IMAGE) for path in few_ct[:len(answers)]])
 
     assert [(r.outcome, r.detail) for r in results] == [
@@ -340,13 +321,13 @@ def test_each_c_store_status_is_delivered_waited_on_or_refused_with_the_destinat
 def test_an_association_rejected_permanently_or_transiently_is_waited_on_with_the_reason(
     few_ct: list[Path]
 ) -> None:
-    with _peer([CT_IMAGE], require_calling_aet=["ANOTHER_NODE"]) as port:
+    with storage_peer([CT_IMAGE], require_calling_aet=["ANOTHER_NODE"]) as port:
         [result] = _scu(port).send([CleanFile(few_ct[0], CT_IMAGE)])
     # Our AE title unknown there: an operator fixes the peer's configuration; nothing is quarantined.
     assert (result.outcome, result.detail) == (
         Outcome.WAIT, "association rejected (rejected permanent, service user: calling ae title not recognised)")
 
-    with _peer([CT_IMAGE], maximum_associations=1) as port:
+    with storage_peer([CT_IMAGE], maximum_associations=1) as port:
         holder = _scu(port)
         assert _send(holder, few_ct[:1]) == ["0x0000"]  # its association stays open: the peer is full
         [result] = _scu(port).send([CleanFile(few_ct[1], CT_IMAGE)])

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pydicom
+from pydicom.uid import generate_uid
 
 from tests.deid.pixels.synthetic import Font, Kind, image_dataset, text_mask
 from tests.synthetic import synthetic_ct
@@ -30,6 +31,7 @@ def write_burned_in(path: Path) -> tuple[Path, "object"]:
     """A secondary capture with the patient's name, id and dates burned in, and the text's mask."""
     mask = text_mask(256, 256, Font("DejaVuSans.ttf", 12))
     ds = image_dataset(Kind("MONOCHROME2"), "OT", mask)
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()  # a PACS files it by these
     path.parent.mkdir(parents=True, exist_ok=True)
     ds.save_as(path, enforce_file_format=True)
     return path, mask

@@ -1,6 +1,8 @@
-"""The administrator's window on a real node: storescu sends fake-PHI instances, Orthanc takes
-the clean ones, headless Chromium reads the status page, reviews a quarantined instance's masked
-frame and releases it; /metrics counts what was sent; nothing shown anywhere holds the PHI."""
+"""The administrator's window on a real node: storescu sends fake-PHI instances on a route with
+two destinations, Orthanc takes them all, a CT viewer refuses the secondary capture's SOP class;
+headless Chromium reads the status page, reviews the quarantined instance's masked frame and
+releases it (only the viewer is sent it again); /metrics counts what was sent, by route and
+destination; nothing shown anywhere holds the PHI."""
 
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ from node.config import load_settings
 from node.factory import Node
 from node.persist.models import AuditEvent, JobState
 from tests.nodeproc import REPO, NodeProcess, wait_until, write_config
-from tests.servers import Orthanc, free_port, storescu, unavailable
+from tests.servers import Orthanc, free_port, storage_peer, storescu, unavailable
 from tests.web.browser import chromium, data_uri_image, submit
 from tests.web.phi import leaks, phi_strings, write_burned_in, write_cts
 
@@ -31,6 +33,8 @@ pytestmark = [
 
 DOCS = REPO / "docs"
 CT_COUNT = 3
+CT_IMAGE = "1.2.840.10008.5.1.4.1.1.2"
+ROUTE = "research"
 
 
 def _request(port: int, method: str, path: str, headers: dict[str, str] | None = None,
@@ -53,13 +57,14 @@ def job_counts(config: Path) -> dict[str, int]:
         node.engine.dispose()
 
 
-def events_of(config: Path, job_id: int) -> list[str]:
-    """The audit trail of one job, oldest first."""
+def events_of(config: Path, job_id: int) -> list[tuple[str, str | None]]:
+    """The audit trail of one job, oldest first: (event, detail)."""
     node = Node(load_settings(config))
     try:
         with node.sessions() as session:
-            return list(session.scalars(select(AuditEvent.event).where(AuditEvent.job_id == job_id)
-                                        .order_by(AuditEvent.id)))
+            return [(event, detail) for event, detail in session.execute(
+                select(AuditEvent.event, AuditEvent.detail).where(AuditEvent.job_id == job_id)
+                .order_by(AuditEvent.id))]
     finally:
         node.engine.dispose()
 
@@ -73,8 +78,9 @@ def quarantined_file(config: Path) -> Path:
         node.engine.dispose()
 
 
-def _deidentified_after_release(events: list[str]) -> bool:
-    return "requeued" in events and "deidentified" in events[events.index("requeued"):]
+def _after_release(events: list[tuple[str, str | None]]) -> list[str]:
+    names = [event for event, _ in events]
+    return names[names.index("requeued"):] if "requeued" in names else []
 
 
 def _metrics(port: int, token: str) -> tuple[str, dict[tuple[str, tuple[tuple[str, str], ...]], float]]:
@@ -98,27 +104,38 @@ def pacs():  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture(scope="module")
-def sent(pacs: Orthanc, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """CT instances forwarded, and a secondary capture with burned-in text that the research PACS
-    refuses (it has no study or series UID) and the forwarder quarantines after its tries: the
-    node's state an administrator finds, from one node start."""
+def ct_viewer():  # type: ignore[no-untyped-def]
+    """A DICOM peer that takes CT images only: it refuses any other SOP class for cause."""
+    with storage_peer([CT_IMAGE]) as port:
+        yield port
+
+
+@pytest.fixture(scope="module")
+def sent(pacs: Orthanc, ct_viewer: int, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """CT instances delivered to both destinations of the route, and a secondary capture with
+    burned-in text that the research PACS takes and the CT viewer refuses (its SOP class): the
+    node quarantines it, the node's state an administrator finds, from one node start."""
     base = tmp_path_factory.mktemp("window")
     burned, mask = write_burned_in(base / "send" / "burned.dcm")
     cts = write_cts(base / "send", CT_COUNT)
     port, web_port = free_port(), free_port()
     web = {"enabled": True, "port": web_port, "admin_token_file": str(base / "node" / "admin-token"),
            "refresh_seconds": 30}
-    config = write_config(base / "node", port=port, dest_port=pacs.dicom_port, web=web)
+    config = write_config(base / "node", port=port, web=web, routes=[
+        {"name": ROUTE, "calling_ae_titles": ["MODALITY"], "profile": "tcia.yaml",
+         "pixel_policy": "pixel-policy.yaml", "destinations": ["pacs", "ct_viewer"]}], destinations={
+        "pacs": {"ae_title": pacs.aet, "host": "127.0.0.1", "port": pacs.dicom_port},
+        "ct_viewer": {"ae_title": "SINK", "host": "127.0.0.1", "port": ct_viewer}})
     started = time.monotonic()
     node = NodeProcess(config, port).start()
     storescu([*cts, burned], port, called_ae="DEID_NODE")
-    assert pacs.wait_for_count(CT_COUNT, timeout=120) == CT_COUNT
+    assert pacs.wait_for_count(CT_COUNT + 1, timeout=120) == CT_COUNT + 1
     assert wait_until(lambda: job_counts(config).get("quarantined") == 1, 120)
     assert wait_until(lambda: _request(web_port, "GET", "/login")[0] == 200, 60, 0.2)
     print(f"web: node up, {CT_COUNT + 1} instances settled in {time.monotonic() - started:.1f} s")
     token = (base / "node" / "admin-token").read_text().strip()
     yield {"node": node, "config": config, "web_port": web_port, "token": token, "burned": burned, "mask": mask,
-           "phi": phi_strings([burned, *cts]), "destination": f"RESEARCH_PACS@127.0.0.1:{pacs.dicom_port}"}
+           "phi": phi_strings([burned, *cts])}
     node.stop()
 
 
@@ -134,17 +151,19 @@ def test_requests_without_the_token_are_refused(sent: dict[str, Any]) -> None:
 
 def test_metrics_count_what_was_sent(sent: dict[str, Any]) -> None:
     _, samples = _metrics(sent["web_port"], sent["token"])
-    assert _sample(samples, "deid_node_instances_received_total", route="default") == CT_COUNT + 1
-    assert _sample(samples, "deid_node_instances_forwarded_total", route="default",
-                   destination=sent["destination"]) == CT_COUNT
-    assert _sample(samples, "deid_node_instances_quarantined_total", route="default") == 1
-    assert _sample(samples, "deid_node_jobs", route="default", state="forwarded") == CT_COUNT
-    assert _sample(samples, "deid_node_jobs", route="default", state="quarantined") == 1
-    assert _sample(samples, "deid_node_stage_seconds_count", route="default", stage="forward") == CT_COUNT
+    assert _sample(samples, "deid_node_instances_received_total", route=ROUTE) == CT_COUNT + 1
+    assert _sample(samples, "deid_node_deliveries_delivered_total", route=ROUTE, destination="pacs") == CT_COUNT + 1
+    assert _sample(samples, "deid_node_deliveries_delivered_total", route=ROUTE, destination="ct_viewer") == CT_COUNT
+    assert _sample(samples, "deid_node_deliveries_quarantined_total", route=ROUTE, destination="ct_viewer") == 1
+    assert _sample(samples, "deid_node_deliveries_quarantined_total", route=ROUTE, destination="pacs") == 0
+    assert _sample(samples, "deid_node_deliveries", route=ROUTE, destination="ct_viewer", state="quarantined") == 1
+    assert _sample(samples, "deid_node_deliveries_waiting", route=ROUTE, destination="pacs") == 0
+    assert _sample(samples, "deid_node_instances_quarantined_total", route=ROUTE) == 1
+    assert _sample(samples, "deid_node_jobs", route=ROUTE, state="forwarded") == CT_COUNT
+    assert _sample(samples, "deid_node_jobs", route=ROUTE, state="quarantined") == 1
+    assert _sample(samples, "deid_node_stage_seconds_count", route=ROUTE, stage="forward") == CT_COUNT
     assert _sample(samples, "deid_node_pixel_frames_scanned_total") == CT_COUNT + 1  # one frame each
     assert _sample(samples, "deid_node_pixel_frames_ocr_total") >= 1  # the secondary capture is read whole
-    assert _sample(samples, "deid_node_instances_retried_total", route="default", destination=sent["destination"],
-                   stage="forward") >= 1
 
 
 def test_status_review_release_and_no_phi_anywhere(sent: dict[str, Any]) -> None:
@@ -161,13 +180,19 @@ def test_status_review_release_and_no_phi_anywhere(sent: dict[str, Any]) -> None
         states = {cell.get_attribute("data-state"): int(cell.text)
                   for cell in browser.find_elements(By.CSS_SELECTOR, "#jobs-per-state td")}
         assert states["forwarded"] == CT_COUNT and states["quarantined"] == 1
+        viewer = {cell.get_attribute("data-state"): int(cell.text) for cell in browser.find_elements(
+            By.CSS_SELECTOR, "#per-destination tr[data-destination='ct_viewer'] td[data-state]")}
+        assert viewer["delivered"] == CT_COUNT and viewer["quarantined"] == 1
+        assert browser.find_element(By.CSS_SELECTOR, "#quarantine .refused-by").text == "ct_viewer"
         assert browser.find_element(By.CSS_SELECTOR, "svg[aria-label]").is_displayed()
         shown["status"] = browser.page_source
         DOCS.mkdir(exist_ok=True)
         browser.save_screenshot(str(DOCS / "status-page.png"))
 
         browser.find_element(By.CSS_SELECTOR, "#quarantine a").click()
-        assert "forward failed" in browser.find_element(By.ID, "reason").text
+        assert "delivery to ct_viewer: refused by ct_viewer: presentation context not accepted" in browser.find_element(
+            By.ID, "reason").text
+        assert browser.find_element(By.ID, "refused-by").text == "ct_viewer"
         frame = browser.find_element(By.CSS_SELECTOR, "img.frame")
         picture = np.asarray(data_uri_image(frame.get_attribute("src")).convert("RGB"))
         assert picture.shape[:2] == (256, 256)  # the frame's rows and columns
@@ -182,9 +207,12 @@ def test_status_review_release_and_no_phi_anywhere(sent: dict[str, Any]) -> None
         submit(browser, browser.find_element(By.ID, "release"))
         assert browser.current_url.endswith("/")
         job_id = int(job_path.rsplit("/", 1)[1])  # back in the queue: de-identified again after the release
-        assert wait_until(lambda: _deidentified_after_release(events_of(sent["config"], job_id)), 60)
-        # the research PACS refuses it again: quarantined again, and this time purged for good
-        assert wait_until(lambda: job_counts(sent["config"]).get("quarantined") == 1, 60)
+        assert wait_until(lambda: "quarantined" in _after_release(events_of(sent["config"], job_id)), 60)
+        # the viewer refused it again (quarantined again, and this time purged for good); the PACS,
+        # which had it, was not sent it again
+        assert "deidentified" in _after_release(events_of(sent["config"], job_id))
+        assert [d for e, d in events_of(sent["config"], job_id) if e == "delivered"] == ["pacs"]
+        assert job_counts(sent["config"]).get("quarantined") == 1
         spool_file = quarantined_file(sent["config"])
         assert spool_file.exists()
         browser.get(f"http://127.0.0.1:{port}{job_path}")
