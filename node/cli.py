@@ -325,15 +325,20 @@ def preview(obj: NodeContext, files: tuple[Path, ...], route: str, output: Path,
     no file name (which may hold PHI) is repeated.
     """
     from node.deid.pipeline import DeidentificationError, read_instance
-    from node.preview import DryRun, dry_run, write_report
+    from node.config import ConfigError
+    from node.preview import DryRun, dry_run
+    from node.web.render import write_report
 
-    if route != DEFAULT_ROUTE:
-        raise click.BadParameter(f"this node has one route, {DEFAULT_ROUTE!r}", param_hint="--route")
     node = obj.node()
-    deidentifier = _guard(node.deidentifier)
+    try:
+        chosen = node.settings.route(route)
+    except ConfigError as exc:
+        raise click.BadParameter(str(exc).rsplit(": ", 1)[-1], param_hint="--route") from exc
+    deidentifier = _guard(lambda: node.deidentifier(chosen))
+    derivation = node.derivation.for_project(chosen.project)
     for number, path in enumerate(files, start=1):
         try:
-            run = dry_run(deidentifier, node.derivation, read_instance(path), frame_limit=frame_limit)
+            run = dry_run(deidentifier, derivation, read_instance(path), frame_limit=frame_limit)
         except DeidentificationError as exc:
             run = DryRun(error=str(exc))
         report = _guard(lambda: write_report(run, output / f"instance-{number:04d}"))

@@ -11,7 +11,6 @@ An imported patient map is not consulted: a dry run shows the derived pseudonym.
 from __future__ import annotations
 
 import copy
-import json
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -170,16 +169,3 @@ def _spread(count: int, limit: int) -> list[int]:
 
 def frame_file_name(index: int) -> str:
     return f"frame-{index:04d}.png"
-
-
-def write_report(run: DryRun, directory: Path) -> Path:
-    """report.json, report.html and one PNG per rendered frame in `directory`; returns the HTML."""
-    from node.web.render import render_report
-
-    directory.mkdir(parents=True, exist_ok=True)
-    for frame in run.frames:
-        (directory / frame_file_name(frame.index)).write_bytes(frame.png)
-    (directory / "report.json").write_text(json.dumps(run.summary(), indent=2))
-    html = directory / "report.html"
-    html.write_text(render_report(run))
-    return html

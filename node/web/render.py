@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -50,3 +51,14 @@ def per_minute_chart(series: dict[str, Sequence[int]], *, width: int = 720, heig
         legend_x += 100
     parts.append(f'<text x="{width - 120}" y="{height + 17}" font-size="11">-60 min … now</text></svg>')
     return Markup("".join(parts))
+
+
+def write_report(run: DryRun, directory: Path) -> Path:
+    """report.json, report.html and one PNG per rendered frame in `directory`; returns the HTML."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for frame in run.frames:
+        (directory / frame_file_name(frame.index)).write_bytes(frame.png)
+    (directory / "report.json").write_text(json.dumps(run.summary(), indent=2))
+    html = directory / "report.html"
+    html.write_text(render_report(run))
+    return html
