@@ -16,8 +16,8 @@ from node.persist.db import make_engine, make_session_factory, upgrade
 from node.persist.mappings import MappingStore, OriginalCipher
 from node.queue.deliveries import DeliveryStore
 from node.queue.store import JobStore
-from node.receive.sealing import Sealer
-from node.receive.spool import Spool
+from node.queue.sealing import Sealer
+from node.queue.spool import Spool
 
 if TYPE_CHECKING:
     from node.deid.pipeline import Deidentifier

@@ -18,7 +18,7 @@ import structlog
 from node.config import load_settings
 from node.factory import Node
 from node.logging import configure_logging
-from node.receive.sweep import purge_expired_quarantine, sweep_spool
+from node.queue.sweep import purge_expired_quarantine, sweep_spool
 
 log = structlog.get_logger(__name__)
 

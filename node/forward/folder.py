@@ -24,7 +24,7 @@ import pydicom
 
 from node.forward.sender import CleanFile, Outcome, SendResult
 from node.processes import pid_alive
-from node.receive.spool import _fsync_dir  # the spool's durable-rename step, the same here
+from node.queue.spool import _fsync_dir  # the spool's durable-rename step, the same here
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 

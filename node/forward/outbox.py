@@ -25,7 +25,7 @@ from node.persist.models import JobState, utcnow
 from node.processes import poll
 from node.queue.deliveries import ClaimedDelivery, DeliveryStore, FinishedJob, Refused, Waiting
 from node.queue.store import worker_identity
-from node.receive.spool import Spool
+from node.queue.spool import Spool
 
 log = structlog.get_logger(__name__)
 

@@ -26,8 +26,8 @@ from node.persist.mappings import MappingStore, RecordingMappings
 from node.persist.models import JobState
 from node.processes import poll
 from node.queue.store import ClaimedJob, JobStore, worker_identity
-from node.receive.sealing import SealBroken
-from node.receive.spool import Spool
+from node.queue.sealing import SealBroken
+from node.queue.spool import Spool
 
 log = structlog.get_logger(__name__)
 

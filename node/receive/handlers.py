@@ -17,7 +17,7 @@ from pynetdicom.status import STORAGE_SERVICE_CLASS_STATUS, code_to_category
 
 from node.deid.pseudonyms import KeyedDerivation
 from node.queue.store import JobStore
-from node.receive.spool import Spool, SpoolFull
+from node.queue.spool import Spool, SpoolFull
 
 log = structlog.get_logger(__name__)
 

@@ -23,7 +23,7 @@ from starlette.templating import Jinja2Templates
 
 from node import admin
 from node.deid.pipeline import DeidentificationError, read_instance
-from node.receive.sealing import SealBroken
+from node.queue.sealing import SealBroken
 from node.factory import Node
 from node.config import ConfigError
 from node.metrics import NodeMetrics

@@ -23,8 +23,8 @@ from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts
 from node.config import load_settings
 from node.factory import Node
 from node.persist.models import JobState
-from node.receive.sealing import MAGIC, SealBroken, Sealer
-from node.receive.spool import Spool
+from node.queue.sealing import MAGIC, SealBroken, Sealer
+from node.queue.spool import Spool
 from tests.nodeproc import SECRET, NodeProcess, job_counts, wait_until, write_config
 from tests.servers import free_port, storescu, unavailable
 from tests.synthetic import write_series

@@ -24,8 +24,8 @@ from node.persist.db import make_engine, make_session_factory, upgrade
 from node.persist.models import Job, JobState
 from node.queue.deliveries import DeliveryStore
 from node.queue.store import JobStore
-from node.receive.sealing import Sealer
-from node.receive.spool import Spool
+from node.queue.sealing import Sealer
+from node.queue.spool import Spool
 from tests.nodeproc import wait_until
 from tests.servers import free_port
 from tests.synthetic import write_series

@@ -3,7 +3,7 @@
 A file is written under tmp/, fsynced, then renamed into place and the directory fsynced, so
 after any crash a file in incoming/ or clean/ is whole; tmp/ holds only partial writes that
 were never acknowledged and is emptied at start. Originals (incoming/, and quarantine/ where
-they are moved) are sealed with a key derived from the node secret (receive/sealing.py); the
+they are moved) are sealed with a key derived from the node secret (node/queue/sealing.py); the
 de-identified copies in clean/ are plain.
 """
 
@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from node.processes import pid_alive
-from node.receive.sealing import Sealer
+from node.queue.sealing import Sealer
 
 
 class SpoolFull(Exception):

@@ -21,8 +21,8 @@ import structlog
 from node.deid.pseudonyms import KeyedDerivation
 from node.persist.models import JobState
 from node.queue.store import JobStore
-from node.receive.sealing import MAGIC, SealBroken
-from node.receive.spool import Spool
+from node.queue.sealing import MAGIC, SealBroken
+from node.queue.spool import Spool
 
 log = structlog.get_logger(__name__)
 

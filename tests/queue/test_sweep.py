@@ -13,8 +13,8 @@ from sqlalchemy import select, update
 from node.config import load_settings
 from node.factory import Node
 from node.persist.models import AuditEvent, Job, JobState, utcnow
-from node.receive.sealing import MAGIC
-from node.receive.sweep import ADOPTED_CALLER, purge_expired_quarantine, sweep_spool
+from node.queue.sealing import MAGIC
+from node.queue.sweep import ADOPTED_CALLER, purge_expired_quarantine, sweep_spool
 
 CT = Path(get_testdata_file("CT_small.dcm"))
 

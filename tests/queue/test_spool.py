@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from node.receive.sealing import CHUNK_BYTES, MAGIC, SealBroken, Sealer
-from node.receive.spool import Spool, SpoolFull
+from node.queue.sealing import CHUNK_BYTES, MAGIC, SealBroken, Sealer
+from node.queue.spool import Spool, SpoolFull
 
 SECRET = b"test-secret-not-for-production"
 
