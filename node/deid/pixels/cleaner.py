@@ -363,6 +363,8 @@ class PixelCleaner:
         for index in whole_frames:
             deadline.remaining()
             lines[index] = self._whole_reader.read(views[index].gray)
+            if settings.readers.vertical_text:
+                lines[index] += _vertical_lines(self._whole_reader, views[index].gray, lines[index])
         found.ocr_frames |= reader.read_frames | set(whole_frames)
         if decision.mask in (MaskScope.DENY, MaskScope.ALL_TEXT_OUTSIDE_IMAGE):
             self._deny(views, regions, lines, decision, matcher, found, areas)
@@ -515,7 +517,8 @@ class PixelCleaner:
         padded, and the stroke map around it may hold a label's edge: neither is text)."""
         masking = self._policy.settings.masking
         ink = ink_box(line, view.gray)
-        margin = max(masking.min_margin, round(masking.margin_fraction * ink.h))
+        across = min(ink.w, ink.h)  # the text's height, whether the line runs along a row or a column
+        margin = max(masking.min_margin, round(masking.margin_fraction * across))
         return ink.grown(margin, *view.strokes.shape)
 
     @staticmethod
@@ -598,6 +601,21 @@ class PixelCleaner:
         if not parts:
             parts.append("no phi" if found.candidates else "no text")
         return ", ".join(parts)
+
+
+def _vertical_lines(reader: TextReader, gray: np.ndarray, upright: list[TextLine]) -> list[TextLine]:
+    """Lines of the frame turned a quarter clockwise (text reading upwards then runs left to right),
+    in the frame's coordinates: only those running along a column (twice as tall as wide in the
+    frame), and not where the upright reading found a line (upright text turned reads as columns of
+    letters, which are no such lines)."""
+    rows = gray.shape[0]
+    found = []
+    for line in reader.read(np.ascontiguousarray(np.rot90(gray, -1))):
+        turned = line.rect  # rotated[i, j] is gray[rows - 1 - j, i]
+        rect = Rect(turned.y, rows - turned.x - turned.w, turned.h, turned.w)
+        if rect.h >= 2 * rect.w and not any(rect.overlaps(other.rect) for other in upright):
+            found.append(TextLine(rect, line.text, line.confidence))
+    return found
 
 
 def _by_reading(words: list[Word]) -> dict[object, list[list[Word]]]:
