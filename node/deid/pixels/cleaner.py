@@ -39,7 +39,7 @@ from node.deid.pixels.policy import (
     Action, Decision, DetectorSettings, MaskScope, OcrSettings, PixelPolicy, load_policy,
 )
 from node.deid.pixels.readers import TextLine, TextReader, reader_for
-from node.deid.pixels.redact import ink_box, mark_clean, mask_rect, paint
+from node.deid.pixels.redact import mark_clean, mask_rect, paint
 from node.deid.pixels.regions import Box, matching_boxes
 
 log = structlog.get_logger(__name__)
@@ -353,18 +353,16 @@ class PixelCleaner:
         one call), and whole frames (where the action is "ocr", or where the detector found text)
         by the whole-frame reader; what both read is masked as the policy's scope says."""
         settings = self._policy.settings
+        whole_frames = self._whole_frames(views, decision)
         if areas:
             views = {i: self._mask_outside(i, view, areas, found) for i, view in views.items()}
         if settings.masking.unreadable_height:
             views = {i: self._mask_unreadable(i, view, found) for i, view in views.items()}
-        whole_frames = self._whole_frames(views, decision)  # candidates masked unread need no reading
         regions = reader.read(views)
         lines: dict[int, list[TextLine]] = {}
         for index in whole_frames:
             deadline.remaining()
             lines[index] = self._whole_reader.read(views[index].gray)
-            if settings.readers.vertical_text:
-                lines[index] += _vertical_lines(self._whole_reader, views[index].gray, lines[index])
         found.ocr_frames |= reader.read_frames | set(whole_frames)
         if decision.mask in (MaskScope.DENY, MaskScope.ALL_TEXT_OUTSIDE_IMAGE):
             self._deny(views, regions, lines, decision, matcher, found, areas)
@@ -380,11 +378,11 @@ class PixelCleaner:
                 outside = bool(areas) and not inside_any(line.rect, areas)
                 verdict = self._verdict(line.text, line.confidence, _line_words(line), decision, matcher)
                 if outside or decision.mask is MaskScope.ALL_TEXT or verdict is _Verdict.PHI:
-                    found.add(None, self._line_mask(line.rect, views[index]), _Hit.OUTSIDE if outside else _Hit.READ)
+                    found.add(None, self._line_mask(line.rect, views[index].strokes), _Hit.OUTSIDE if outside else _Hit.READ)
 
     def _whole_frames(self, views: dict[int, _View], decision: Decision) -> list[int]:
         """Frames the whole-frame reader reads: for "ocr" any, at most ocr.full_frames; for
-        "detect" those with a candidate left to read (not masked unread), at most readers.detected_frames;
+        "detect" those where the detector found a candidate, at most readers.detected_frames;
         spread over the loop."""
         settings = self._policy.settings
         limit = settings.ocr.full_frames
@@ -424,7 +422,7 @@ class PixelCleaner:
             for box in _whole_lines(phi, kept) + unsure:
                 outside = bool(areas) and not inside_any(box, areas)
                 if box in boxes[len(own):]:  # a whole-frame reader's line: on every frame
-                    found.add(None, self._line_mask(box, view), _Hit.OUTSIDE if outside else _Hit.READ)
+                    found.add(None, self._line_mask(box, view.strokes), _Hit.OUTSIDE if outside else _Hit.READ)
                 else:
                     found.add(index, mask_rect(box, view.strokes, box.grown(2, *view.strokes.shape), self._policy.settings.masking))
 
@@ -512,14 +510,16 @@ class PixelCleaner:
             found.add(index, mask_rect(candidate, view.strokes, limit, masking), _Hit.UNREADABLE)
         return replace(view, candidates=kept)
 
-    def _line_mask(self, line: Rect, view: _View) -> Rect:
-        """A reader's line box shrunk to the ink inside it, with the policy's margin (the box is
-        padded, and the stroke map around it may hold a label's edge: neither is text)."""
+    def _line_mask(self, line: Rect, strokes: np.ndarray) -> Rect:
+        """A reader's line box and the strokes it touches, with the policy's margin: the box is
+        kept whole, as the detector may have seen only part of the line's strokes."""
         masking = self._policy.settings.masking
-        ink = ink_box(line, view.gray)
-        across = min(ink.w, ink.h)  # the text's height, whether the line runs along a row or a column
-        margin = max(masking.min_margin, round(masking.margin_fraction * across))
-        return ink.grown(margin, *view.strokes.shape)
+        margin = max(masking.min_margin, round(masking.margin_fraction * line.h))
+        return spanning([line.grown(margin, *strokes.shape), self._word_mask(line, strokes)])
+
+    def _word_mask(self, word: Rect, strokes: np.ndarray) -> Rect:
+        limit = word.grown(max(2, word.h // 2), *strokes.shape)
+        return mask_rect(word, strokes, limit, self._policy.settings.masking)
 
     @staticmethod
     def _paint(frames: Frames, ds: pydicom.Dataset, found: _Found) -> list[int]:
@@ -601,21 +601,6 @@ class PixelCleaner:
         if not parts:
             parts.append("no phi" if found.candidates else "no text")
         return ", ".join(parts)
-
-
-def _vertical_lines(reader: TextReader, gray: np.ndarray, upright: list[TextLine]) -> list[TextLine]:
-    """Lines of the frame turned a quarter clockwise (text reading upwards then runs left to right),
-    in the frame's coordinates: only those running along a column (twice as tall as wide in the
-    frame), and not where the upright reading found a line (upright text turned reads as columns of
-    letters, which are no such lines)."""
-    rows = gray.shape[0]
-    found = []
-    for line in reader.read(np.ascontiguousarray(np.rot90(gray, -1))):
-        turned = line.rect  # rotated[i, j] is gray[rows - 1 - j, i]
-        rect = Rect(turned.y, rows - turned.x - turned.w, turned.h, turned.w)
-        if rect.h >= 2 * rect.w and not any(rect.overlaps(other.rect) for other in upright):
-            found.append(TextLine(rect, line.text, line.confidence))
-    return found
 
 
 def _by_reading(words: list[Word]) -> dict[object, list[list[Word]]]:

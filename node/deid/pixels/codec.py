@@ -122,13 +122,11 @@ def fill_value(frames: Frames, ds: Dataset) -> np.ndarray:
         entries = int(descriptor[0]) or 65536
         lut = apply_color_lut(np.arange(first, first + entries, dtype=values.dtype), ds)
         return np.asarray(first + int(lut.astype(np.int64).sum(axis=1).argmin()), dtype=values.dtype)
+    if frames.photometric == "MONOCHROME1":
+        return np.asarray(values.max(), dtype=values.dtype)
     if frames.photometric == "RGB":
         return np.zeros(3, dtype=values.dtype)
-    # The stored range's end, not the frame's darkest value: text drawn with a dark outline (or
-    # inverse video) may hold that value, and a mask in its colour would leave those strokes as they were.
-    bits = int(ds.get("BitsStored", values.dtype.itemsize * 8))
-    low, high = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if int(ds.get("PixelRepresentation", 0)) else (0, (1 << bits) - 1)
-    return np.asarray(high if frames.photometric == "MONOCHROME1" else low, dtype=values.dtype)
+    return np.asarray(values.min(), dtype=values.dtype)
 
 
 def write_back(ds: Dataset, frames: Frames) -> None:

@@ -191,9 +191,6 @@ class ReaderSettings(_Strict):
     # Whole frames are read where the action is "ocr" (ocr.full_frames of them), and, for
     # "detect", on up to this many frames where the detector found a candidate; 0: none.
     detected_frames: int = Field(default=0, ge=0)
-    # Whole frames are read turned a quarter as well: text down a margin, which the upright reading
-    # misses; of that reading only lines running along a column count (not upright text turned).
-    vertical_text: bool = False
 
 
 class DenySettings(_Strict):

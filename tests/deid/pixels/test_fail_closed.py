@@ -85,15 +85,13 @@ def _garbled_at_first() -> tuple[pydicom.Dataset, np.ndarray]:
 
 
 def _phi_scope(tmp_path: Path, **verify: int) -> Path:
-    """The shipped policy masking PHI only (as before deny by default), without PP-OCR on the
-    detector's frames: what the search reads garbled stays, and the verification's new look is
-    what finds it."""
+    """The shipped policy masking PHI only (as before deny by default): what the search reads
+    garbled stays, and the verification's new look is what finds it."""
     shipped = yaml.safe_load(POLICY.read_text())
     shipped["regions"] = str(POLICY.parent / shipped["regions"])
     shipped["deny"]["vocabulary"] = str(POLICY.parent / shipped["deny"]["vocabulary"])
     shipped["default"]["mask"] = "phi"
     shipped["verify"].update(verify)
-    shipped["readers"]["detected_frames"] = 0  # PP-OCR would read the garbled line right at once
     return _policy(tmp_path, yaml.safe_dump(shipped))
 
 

@@ -126,8 +126,7 @@ def test_real_ultrasound_text_outside_the_regions_goes(
 
 def test_real_multiframe_ultrasound_loses_its_settings_column(clean: Clean) -> None:
     """Frame 0 shows the column white on black; frame 1 (a colour-flow frame) draws it at 6 of 255
-    over 1, invisible, and no detector finds it there: only frame 0 is judged. The lines PP-OCR
-    reads on the flagged frame 0 are masked on frame 1 as well (a loop repeats its overlays)."""
+    over 1, invisible, and no detector finds it there: only frame 0 is judged."""
     ds = _read("OBXXXX1A_2frame.dcm")
     before = decoded(ds)
     clean(ds)
@@ -135,8 +134,7 @@ def test_real_multiframe_ultrasound_loses_its_settings_column(clean: Clean) -> N
     text = printed_text(ds, before[0], (0, 62, 100, 200))  # "Gen OB", "C5-1" ... left of the image area
     assert text.sum() > 50
     assert changed[0][text].mean() >= 0.99
-    assert (changed[0, 59:] == 0).mean() > 0.99  # the image itself is left alone
-    assert (changed[1, 59:] == 0).mean() > 0.97  # frame 1 loses no more than frame 0's lines
+    assert (changed[:, 59:] == 0).mean() > 0.99  # the image itself, and frame 1's background, are left alone
 
 
 def test_real_cine_loses_the_text_right_of_the_image_on_every_frame(clean: Clean) -> None:
