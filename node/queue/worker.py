@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import BinaryIO
 
 import pydicom
 import structlog
@@ -68,15 +69,20 @@ class DeidWorker:
             self._quarantine(job, f"worker died or timed out on this instance {job.attempts - 1} times")
             return
         started = time.perf_counter()
-        route = self._route(job)
+        try:
+            original = self.spool.open_original(job.spool_file)  # decrypted once: routing and de-identification
+        except SealBroken as exc:
+            self._quarantine(job, str(exc))
+            return
+        route = self._route(job, original)
         if isinstance(route, str):
             self._quarantine(job, route)
             return
         mappings = RecordingMappings(self.mappings(route.project))
         try:
             with self._lease_kept(job):
-                outcome = self.deidentifier(route).run_file(self.spool.open_original(job.spool_file), mappings)
-        except (DeidentificationError, SealBroken) as exc:
+                outcome = self.deidentifier(route).run_file(original, mappings)
+        except DeidentificationError as exc:
             self._quarantine(job, str(exc))
             return
         except MappingsUnavailable as exc:
@@ -107,7 +113,7 @@ class DeidWorker:
                  seconds=round(finished - started, 4), run_seconds=round(deidentified - started, 4),
                  mappings_seconds=round(committed - deidentified, 4), store_seconds=round(finished - committed, 4))
 
-    def _route(self, job: ClaimedJob) -> Route | str:
+    def _route(self, job: ClaimedJob, original: BinaryIO) -> Route | str:
         """The job's route, or the PHI-free reason none takes it. A route chosen before (ingest
         --route, an earlier pass of a released job) is kept; else the first that takes it, read
         from the header only if some route matches on what only the dataset says."""
@@ -118,7 +124,7 @@ class DeidWorker:
                 return f"route {job.route!r} is no longer in the config"
         dataset = None
         if any(route.needs_dataset for route in self.settings.routes):
-            dataset = _modality_and_class(self.spool, job.spool_file, job.sop_class_uid)
+            dataset = _modality_and_class(original, job.sop_class_uid)
         route = self.settings.first_route(job.calling_ae, job.called_ae, job.source_host, dataset or ("", job.sop_class_uid))
         if route is None:
             modality = dataset[0] if dataset else "-"
@@ -169,12 +175,14 @@ class DeidWorker:
         log.warning("deid_retry", job=job.id, reason=reason, delay=delay)
 
 
-def _modality_and_class(spool: Spool, name: str, sop_class_uid: str) -> tuple[str, str]:
-    """(Modality, SOP Class UID) from the header alone; a file that cannot be read matches on its
-    SOP class as received (the de-identification step quarantines it anyway)."""
+def _modality_and_class(original: BinaryIO, sop_class_uid: str) -> tuple[str, str]:
+    """(Modality, SOP Class UID) from the header alone, read from the decrypted original and
+    rewound for de-identification; a file that cannot be read matches on its SOP class as
+    received (the de-identification step quarantines it anyway)."""
     try:
-        with spool.open_original(name) as original:
-            header = pydicom.dcmread(original, stop_before_pixels=True, specific_tags=["Modality", "SOPClassUID"])
+        header = pydicom.dcmread(original, stop_before_pixels=True, specific_tags=["Modality", "SOPClassUID"])
     except Exception:  # noqa: BLE001 - whatever a damaged file makes pydicom raise
         return "", sop_class_uid
+    finally:
+        original.seek(0)
     return str(header.get("Modality", "") or ""), str(header.get("SOPClassUID", "") or sop_class_uid)
